@@ -1,0 +1,107 @@
+"""`spikeloop train`: train a preset or a spec file on a dataset, write checkpoint, metrics and plots."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+
+from experiments.output import add_json_flag, emit
+from experiments.plots import learning_curves, spike_raster
+from snn.atomic import write_text_atomic
+from snn.data import load_dataset, subset
+from snn.encoding import encode_samples
+from snn.presets import PRESETS, preset
+from snn.spec import load_spec
+from snn.training import EVAL_SEED, Trainer, TrainConfig
+
+
+def register(sub) -> None:
+    p = sub.add_parser("train", help="train a spiking network with surrogate gradients")
+    add_dataset_args(p)
+    p.add_argument("--model", default="fc", help=f"preset ({', '.join(PRESETS)}) or a spec file (.json/.toml)")
+    p.add_argument("--epochs", type=int, default=15)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--loss", default="ce_rate", choices=["ce_rate", "ce_count", "mse_count"])
+    p.add_argument("--num-steps", type=int, default=None, help="time steps T (presets; default 25)")
+    p.add_argument("--hidden", type=int, default=None, help="hidden neurons of the fc preset (default 128)")
+    p.add_argument("--patience", type=int, default=None, help="early stop after N epochs without val gain")
+    p.add_argument("--val-fraction", type=float, default=0.1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: CUDA when present)")
+    p.add_argument("--out", default="runs/train", help="output folder")
+    p.add_argument("--no-progress", action="store_true")
+    add_json_flag(p)
+    p.set_defaults(func=run)
+
+
+def add_dataset_args(p) -> None:
+    p.add_argument("--dataset", default="digits", help="digits (embedded), fashion-mnist or mnist")
+    p.add_argument("--data-dir", default=None, help="folder with IDX files (fashion-mnist, mnist)")
+    p.add_argument("--download", action="store_true", help="mnist: download with torchvision if missing")
+    p.add_argument("--max-train", type=int, default=None, help="use at most N training samples (stratified)")
+    p.add_argument("--max-test", type=int, default=None, help="use at most N test samples (stratified)")
+
+
+def load_data(args):
+    data = load_dataset(args.dataset, data_dir=args.data_dir, download=getattr(args, "download", False))
+    if args.max_train or args.max_test:
+        data = subset(data, max_train=args.max_train, max_test=args.max_test, seed=0)
+    return data
+
+
+def make_spec(args, data):
+    if args.model in PRESETS:
+        kw = {}
+        if args.num_steps:
+            kw["num_steps"] = args.num_steps
+        if args.hidden and args.model == "fc":
+            kw["hidden"] = args.hidden
+        return preset(args.model, data.input_shape, data.num_classes, **kw)
+    spec = load_spec(args.model)
+    if spec.input_shape != tuple(data.input_shape) and spec.input_shape != (int(torch.tensor(data.input_shape).prod()),):
+        raise ValueError(f"spec input_shape {spec.input_shape} does not fit dataset {args.dataset} "
+                         f"samples of shape {tuple(data.input_shape)}")
+    return spec
+
+
+def fit_inputs(spec, x):
+    """Reshape dataset samples [N, C, H, W] to the spec's input shape (e.g. flat [N, 784])."""
+    return x.reshape(x.shape[0], *spec.input_shape)
+
+
+def run(args) -> int:
+    t_start = time.perf_counter()
+    data = load_data(args)
+    spec = make_spec(args, data)
+    cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, loss=args.loss, seed=args.seed,
+                      val_fraction=args.val_fraction, patience=args.patience, device=args.device,
+                      progress=not args.no_progress)
+    out = Path(args.out)
+    trainer = Trainer(spec, fit_inputs(spec, data.train_x), data.train_y, cfg, out,
+                      test_x=fit_inputs(spec, data.test_x), test_y=data.test_y,
+                      extra={"dataset": data.name})
+    result = trainer.fit()
+    if trainer.rank != 0:
+        return 0
+    write_text_atomic(out / "spec.json", spec.to_json())
+    plots = {"learning_curves": learning_curves(result.history, out / "learning_curves.png")}
+    model = result.model.cpu().eval()
+    x0 = fit_inputs(spec, data.test_x[:1])
+    with torch.no_grad():
+        rec = model(encode_samples(spec, x0, [0], EVAL_SEED), record=True).record
+    layers = {"input": encode_samples(spec, x0, [0], EVAL_SEED)[:, 0]}
+    layers |= {f"layer {i} ({spec.layers[i].type_name})": r["spikes"][:, 0] for i, r in rec.items()}
+    plots["spike_raster"] = spike_raster(layers, out / "spike_raster.png",
+                                         f"{data.name} test sample 0, label {int(data.test_y[0])}")
+    emit({
+        "dataset": data.name, "model": spec.name, "test_accuracy": result.test_accuracy,
+        "val_accuracy": result.val_accuracy, "best_epoch": result.best_epoch, "epochs": len(result.history),
+        "num_steps": spec.num_steps, "train_samples": len(trainer.train_x),
+        "train_samples_per_s": result.train_samples_per_s, "train_seconds": result.train_seconds,
+        "seconds": time.perf_counter() - t_start, "device": str(trainer.device),
+        "checkpoint": result.checkpoint, "metrics": out / "metrics.jsonl", "plots": plots,
+    }, args.json, title=f"trained {spec.name} on {data.name} -> {result.checkpoint}")
+    return 0

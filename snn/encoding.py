@@ -1,0 +1,33 @@
+"""Turn dataset intensities into the input spikes a `ModelSpec` expects (its `encoder` entry)."""
+
+from __future__ import annotations
+
+import torch
+
+import encoders
+
+from .spec import ModelSpec
+
+_SEED_STRIDE = 1_000_003  # sample seeds: seed * stride + sample index
+
+
+def encode_batch(spec: ModelSpec, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """x: [B, *spec.input_shape] intensities in [0, 1] -> spikes [T, B, *spec.input_shape]."""
+    params = {k: v for k, v in spec.encoder.items() if k != "type"}
+    return encoders.encode(spec.encoder["type"], x, spec.num_steps, generator=generator, **params)
+
+
+def encode_samples(spec: ModelSpec, x: torch.Tensor, sample_ids, seed: int) -> torch.Tensor:
+    """Like `encode_batch`, but sample i's spikes depend only on (seed, sample_ids[i]), never on
+    batching: the float model, the Brian2 reference and every device see identical inputs.
+
+    x: [B, *input_shape]; sample_ids: B integers (e.g. indices in the test set)."""
+    ids = [int(i) for i in sample_ids]
+    if len(ids) != x.shape[0]:
+        raise ValueError(f"sample_ids has {len(ids)} entries for a batch of {x.shape[0]}")
+    gen = torch.Generator(device=x.device)
+    out = []
+    for row, i in zip(x, ids):
+        gen.manual_seed((seed * _SEED_STRIDE + i) % (2**63 - 1))
+        out.append(encode_batch(spec, row.unsqueeze(0), gen))
+    return torch.cat(out, dim=1)

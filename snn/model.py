@@ -1,0 +1,212 @@
+"""Build a `torch.nn.Module` of snnTorch neurons from a `ModelSpec` and run it over time.
+
+Module `layers[i]` implements spec layer `i`, so state-dict keys are `layers.<i>.<param>`
+(`layers.<i>.weight`, `layers.<i>.beta`, `layers.<i>.recurrent.weight`, ...): every other part of
+spikeloop finds trained values by spec index.
+
+State is passed explicitly step to step (snnTorch neurons are called with `mem`/`syn`/`spk`
+arguments); nothing is kept on the module between calls.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import snntorch as snntorch_lib
+import snntorch.surrogate as snn_surrogate
+import torch
+from torch import nn
+
+from .spec import (AvgPool2d, Conv2d, Flatten, Leaky, Linear, MaxPool2d, ModelSpec, RLeaky,
+                   Surrogate, Synaptic)
+
+
+class NetworkOutput(NamedTuple):
+    """spikes, mem: [T, B, N_out] of the last layer (flattened features).
+    record: {spec layer index: {"spikes"|"mem"|"syn": [T, B, *feature_shape]}} for every
+    spiking layer when `record=True`, else None."""
+
+    spikes: torch.Tensor
+    mem: torch.Tensor
+    record: dict[int, dict[str, torch.Tensor]] | None
+
+
+def surrogate_fn(s: Surrogate):
+    """snnTorch surrogate-gradient spike function for a `Surrogate` spec."""
+    if s.name == "atan":
+        return snn_surrogate.atan(alpha=s.slope)
+    if s.name == "fast_sigmoid":
+        return snn_surrogate.fast_sigmoid(slope=s.slope)
+    if s.name == "sigmoid":
+        return snn_surrogate.sigmoid(slope=s.slope)
+    if s.name == "straight_through":
+        return snn_surrogate.straight_through_estimator()
+    return snn_surrogate.triangular(threshold=s.slope)
+
+
+def _param_tensor(value, shape: tuple[int, ...], per_neuron: bool) -> torch.Tensor:
+    """A spec parameter as a float32 tensor: scalar, or one value per neuron shaped like the features."""
+    if isinstance(value, tuple):
+        if len(value) == 1:
+            value = value[0]
+        else:
+            return torch.tensor(value, dtype=torch.float32).reshape(shape)
+    t = torch.tensor(float(value), dtype=torch.float32)
+    return t.expand(shape).clone() if per_neuron else t
+
+
+def _build_layer(layer, in_shape, out_shape) -> nn.Module:
+    if isinstance(layer, Linear):
+        return nn.Linear(layer.in_features, layer.out_features, bias=layer.bias)
+    if isinstance(layer, Conv2d):
+        return nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size,
+                         stride=layer.stride, padding=layer.padding, bias=layer.bias)
+    if isinstance(layer, MaxPool2d):
+        return nn.MaxPool2d(layer.kernel_size, layer.effective_stride)
+    if isinstance(layer, AvgPool2d):
+        return nn.AvgPool2d(layer.kernel_size, layer.effective_stride)
+    if isinstance(layer, Flatten):
+        return nn.Flatten(start_dim=1)
+    common = dict(
+        beta=_param_tensor(layer.beta, out_shape, layer.per_neuron),
+        threshold=_param_tensor(layer.threshold, out_shape, layer.per_neuron),
+        spike_grad=surrogate_fn(layer.surrogate),
+        learn_beta=layer.learn_beta,
+        learn_threshold=layer.learn_threshold,
+        reset_mechanism=layer.reset,
+    )
+    if isinstance(layer, Leaky):
+        return snntorch_lib.Leaky(**common)
+    if isinstance(layer, Synaptic):
+        return snntorch_lib.Synaptic(alpha=_param_tensor(layer.alpha, out_shape, layer.per_neuron),
+                                     learn_alpha=layer.learn_alpha, **common)
+    if isinstance(layer, RLeaky):
+        if layer.all_to_all:
+            return snntorch_lib.RLeaky(all_to_all=True, linear_features=out_shape[0],
+                                       learn_recurrent=layer.learn_recurrent, **common)
+        return snntorch_lib.RLeaky(all_to_all=False, V=_param_tensor(layer.V, out_shape, layer.per_neuron),
+                                   learn_recurrent=layer.learn_recurrent, **common)
+    raise ValueError(f"no builder for layer type {layer.type_name!r}")
+
+
+class SpikingNetwork(nn.Module):
+    """The network of a `ModelSpec`. Call with input spikes `x: [T, B, *spec.input_shape]`."""
+
+    def __init__(self, spec: ModelSpec):
+        super().__init__()
+        self.spec = spec
+        shapes = spec.shapes()
+        in_shapes = [spec.input_shape] + shapes[:-1]
+        self.layers = nn.ModuleList(_build_layer(l, i, o) for l, i, o in zip(spec.layers, in_shapes, shapes))
+        self.feature_shapes = shapes
+        # Layers before the first spiking layer carry no state: run them once over all T*B samples.
+        self._stateless_prefix = spec.spiking_layers()[0]
+
+    def forward(self, x: torch.Tensor, record: bool = False) -> NetworkOutput:
+        spec = self.spec
+        if x.dim() != 2 + len(spec.input_shape) or tuple(x.shape[2:]) != spec.input_shape:
+            raise ValueError(f"input must be [T, B, {', '.join(map(str, spec.input_shape))}], "
+                             f"got {list(x.shape)}")
+        T, B = x.shape[:2]
+        h = x.reshape(T * B, *spec.input_shape)
+        for layer in self.layers[: self._stateless_prefix]:
+            h = layer(h)
+        h = h.reshape(T, B, *h.shape[1:])
+
+        states: dict[int, tuple] = {}
+        traces: dict[int, dict[str, list]] = {}
+        out_spk, out_mem = [], []
+        last = len(self.layers) - 1
+        for t in range(T):
+            z = h[t]
+            for i in range(self._stateless_prefix, len(self.layers)):
+                layer, lspec = self.layers[i], spec.layers[i]
+                if not lspec.spiking:
+                    z = layer(z)
+                    continue
+                if i not in states:
+                    zeros = torch.zeros_like(z)
+                    states[i] = (zeros, zeros)
+                z, states[i], syn = _step(layer, lspec, z, states[i])
+                mem = states[i][1]
+                if record:
+                    tr = traces.setdefault(i, {"spikes": [], "mem": []} | ({"syn": []} if syn is not None else {}))
+                    tr["spikes"].append(z)
+                    tr["mem"].append(mem)
+                    if syn is not None:
+                        tr["syn"].append(syn)
+                if i == last:
+                    out_spk.append(z.reshape(B, -1))
+                    out_mem.append(mem.reshape(B, -1))
+        rec = {i: {k: torch.stack(v) for k, v in tr.items()} for i, tr in traces.items()} if record else None
+        return NetworkOutput(torch.stack(out_spk), torch.stack(out_mem), rec)
+
+    def neuron_parameters(self) -> dict[int, dict[str, torch.Tensor]]:
+        """Effective per-neuron parameters of every spiking layer, as float64 tensors of shape [N]
+        (flattened features): beta and alpha clamped to [0, 1] as snnTorch applies them, threshold,
+        and for elementwise RLeaky the recurrent weight V."""
+        out = {}
+        for i in self.spec.spiking_layers():
+            layer, n = self.layers[i], math.prod(self.feature_shapes[i])
+            names = ["beta", "threshold"] + (["alpha"] if hasattr(layer, "alpha") else [])
+            p = {}
+            for name in names:
+                v = getattr(layer, name).detach().to(torch.float64)
+                if name in ("beta", "alpha"):
+                    v = v.clamp(0, 1)
+                p[name] = v.expand(self.feature_shapes[i]).reshape(n).clone() if v.numel() == 1 else v.reshape(n)
+            if isinstance(self.spec.layers[i], RLeaky) and not self.spec.layers[i].all_to_all:
+                v = layer.V.detach().to(torch.float64)
+                p["V"] = v.expand(n).clone() if v.numel() == 1 else v.reshape(n)
+            out[i] = p
+        return out
+
+
+def _step(layer, lspec, z, state):
+    """One time step of a spiking layer. state = (aux, mem) where aux is syn (Synaptic), the
+    previous spikes (RLeaky) or unused (Leaky). Spikes come back in the membrane's dtype
+    (snnTorch's surrogates return float32)."""
+    aux, mem = state
+    if isinstance(lspec, Leaky):
+        spk, mem = layer(z, mem)
+        return spk.to(mem.dtype), (aux, mem), None
+    if isinstance(lspec, Synaptic):
+        spk, syn, mem = layer(z, aux, mem)
+        return spk.to(mem.dtype), (syn, mem), syn
+    spk, mem = layer(z, aux, mem)
+    spk = spk.to(mem.dtype)
+    return spk, (spk, mem), None
+
+
+def build_model(spec: ModelSpec, state_dict: dict | None = None, dtype: torch.dtype = torch.float32,
+                device: str | torch.device = "cpu") -> SpikingNetwork:
+    """A `SpikingNetwork` for `spec`, optionally loaded with trained weights (strict key match)."""
+    model = SpikingNetwork(spec)
+    if state_dict is not None:
+        load_weights(model, state_dict)
+    return model.to(device=device, dtype=dtype)
+
+
+def load_weights(model: SpikingNetwork, state_dict: dict) -> None:
+    """Load weights, raising ValueError naming missing/unexpected/mis-shaped tensors."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(own))
+    bad = sorted(k for k in set(own) & set(state_dict) if tuple(own[k].shape) != tuple(state_dict[k].shape))
+    if missing or unexpected or bad:
+        parts = []
+        if missing:
+            parts.append(f"missing {missing[:5]}")
+        if unexpected:
+            parts.append(f"unexpected {unexpected[:5]}")
+        if bad:
+            parts.append("shape mismatch " + ", ".join(
+                f"{k}: spec {tuple(own[k].shape)} vs weights {tuple(state_dict[k].shape)}" for k in bad[:5]))
+        raise ValueError("weights do not match the model spec: " + "; ".join(parts))
+    model.load_state_dict({k: v.to(own[k].dtype) if v.is_floating_point() else v for k, v in state_dict.items()})
+
+
+def default_device() -> torch.device:
+    """CUDA when present, CPU otherwise."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")

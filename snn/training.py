@@ -1,0 +1,243 @@
+"""BPTT training with surrogate gradients, single process or under `torchrun` (DistributedDataParallel).
+
+Inputs are encoded per batch with a generator seeded from (seed, epoch, batch), so a run is
+reproducible on CPU; under DDP every rank encodes the same global batch and keeps its shard, so
+2 ranks give the same updates as 1 process on the same global batch.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import snntorch.functional as snn_fn
+import torch
+import torch.distributed as dist
+from tqdm.auto import tqdm
+
+from .atomic import write_text_atomic
+from .checkpoint import save_checkpoint
+from .data import validation_split
+from .encoding import encode_batch, encode_samples
+from .model import SpikingNetwork, build_model, default_device
+from .spec import ModelSpec
+
+LOSSES = ("ce_rate", "ce_count", "mse_count")
+EVAL_SEED = 1234  # the encoding seed for validation/test sets (sample-indexed, see encode_samples)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Hyper-parameters. lr in Adam units; batch_size is the global batch (split across DDP ranks)."""
+
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float = 2e-3
+    loss: str = "ce_rate"
+    seed: int = 0
+    val_fraction: float = 0.1
+    patience: int | None = None  # early stop after this many epochs without val improvement
+    lr_schedule: str | None = "cosine"  # "cosine" or None
+    weight_decay: float = 0.0
+    eval_seed: int = EVAL_SEED
+    device: str | None = None  # None: CUDA when present, else CPU
+    progress: bool = True
+
+    def __post_init__(self):
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
+        if self.lr_schedule not in (None, "cosine"):
+            raise ValueError(f"lr_schedule must be 'cosine' or None, got {self.lr_schedule!r}")
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError("epochs and batch_size must be >= 1")
+        if not 0 <= self.val_fraction < 1:
+            raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+
+
+@dataclass
+class TrainResult:
+    model: SpikingNetwork
+    history: list[dict]
+    best_epoch: int
+    val_accuracy: float | None
+    test_accuracy: float | None
+    train_samples_per_s: float
+    train_seconds: float
+    checkpoint: Path | None = None
+    extra: dict = field(default_factory=dict)
+
+
+def _loss_sum(name: str, spikes: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Summed (not averaged) snnTorch loss over the batch; mse is also summed over classes."""
+    if name == "ce_rate":
+        return snn_fn.ce_rate_loss(reduction="sum")(spikes, y)
+    if name == "ce_count":
+        return snn_fn.ce_count_loss(reduction="sum")(spikes, y)
+    return snn_fn.mse_count_loss(correct_rate=0.8, incorrect_rate=0.2, reduction="sum")(spikes, y)
+
+
+def loss_normalizer(name: str, num_classes: int) -> int:
+    """snnTorch's 'mean' reduction = sum / (batch * this)."""
+    return num_classes if name == "mse_count" else 1
+
+
+def predict(counts: torch.Tensor) -> torch.Tensor:
+    """Class = argmax of output spike counts [B, C]; ties go to the lowest index."""
+    return counts.argmax(dim=1)
+
+
+@torch.no_grad()
+def evaluate(model: SpikingNetwork, x: torch.Tensor, y: torch.Tensor, seed: int = EVAL_SEED,
+             batch_size: int = 256, sample_ids=None) -> dict:
+    """Accuracy of `model` on intensities x [N, *input_shape] with labels y [N].
+
+    Returns {"accuracy", "predictions" [N], "counts" [N, C]}; inputs are encoded by sample index."""
+    model.eval()
+    dev = next(model.parameters()).device
+    dtype = next(model.parameters()).dtype
+    ids = list(range(len(x))) if sample_ids is None else list(sample_ids)
+    counts = []
+    for s in range(0, len(x), batch_size):
+        xb = x[s:s + batch_size].to(dev, dtype)
+        spk = encode_samples(model.spec, xb, ids[s:s + batch_size], seed)
+        counts.append(model(spk).spikes.sum(0).cpu())
+    counts = torch.cat(counts) if counts else torch.zeros(0, model.spec.num_outputs)
+    pred = predict(counts)
+    acc = (pred == y.cpu()).float().mean().item() if len(y) else float("nan")
+    return {"accuracy": acc, "predictions": pred, "counts": counts}
+
+
+def _dist_info():
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def init_distributed_from_env() -> bool:
+    """Start torch.distributed when launched by torchrun (WORLD_SIZE > 1): NCCL on GPUs, gloo on CPU."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend)
+        if torch.cuda.is_available():
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        return True
+    return False
+
+
+class Trainer:
+    """Trains a `ModelSpec` on a dataset split; writes metrics.jsonl and model.safetensors to out_dir."""
+
+    def __init__(self, spec: ModelSpec, train_x, train_y, config: TrainConfig, out_dir: str | Path | None = None,
+                 test_x=None, test_y=None, extra: dict | None = None):
+        self.spec, self.config, self.extra = spec, config, dict(extra or {})
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.rank, self.world = _dist_info()
+        if config.device:
+            self.device = torch.device(config.device)
+        elif self.world > 1 and torch.cuda.is_available():
+            self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        else:
+            self.device = default_device()
+        if config.val_fraction > 0:
+            self.train_x, self.train_y, self.val_x, self.val_y = validation_split(
+                train_x, train_y, config.val_fraction, seed=config.seed)
+        else:
+            self.train_x, self.train_y, self.val_x, self.val_y = train_x, train_y, None, None
+        self.test_x, self.test_y = test_x, test_y
+        self.num_classes = spec.num_outputs
+
+    def fit(self) -> TrainResult:
+        cfg, spec = self.config, self.spec
+        torch.manual_seed(cfg.seed)
+        model = build_model(spec, device=self.device)
+        net = model
+        if self.world > 1:
+            net = torch.nn.parallel.DistributedDataParallel(
+                model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs) if cfg.lr_schedule else None
+        norm = loss_normalizer(cfg.loss, self.num_classes)
+        n = len(self.train_x)
+        history, best_val, best_epoch, best_state, bad_epochs = [], -1.0, 0, None, 0
+        train_time, samples_seen = 0.0, 0
+        for epoch in range(cfg.epochs):
+            model.train()
+            order = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed * 7919 + epoch))
+            nb = math.ceil(n / cfg.batch_size)
+            bar = tqdm(range(nb), desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
+                       disable=not cfg.progress or self.rank != 0)
+            tot_loss, tot_correct, tot = 0.0, 0, 0
+            t0 = time.perf_counter()
+            for b in bar:
+                idx = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
+                gen = torch.Generator().manual_seed((cfg.seed * 1_000_003 + epoch) * 100_003 + b)
+                spk_in = encode_batch(spec, self.train_x[idx], gen)  # global batch, same on every rank
+                y = self.train_y[idx]
+                lo, hi = _shard(len(idx), self.rank, self.world)
+                spk_in, y = spk_in[:, lo:hi].to(self.device), y[lo:hi].to(self.device)
+                out = net(spk_in)
+                loss = _loss_sum(cfg.loss, out.spikes, y) * (self.world / (len(idx) * norm))
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                with torch.no_grad():
+                    correct = (predict(out.spikes.sum(0)) == y).sum().item()
+                tot_loss += loss.item() * (hi - lo) / self.world
+                tot_correct += correct
+                tot += hi - lo
+                samples_seen += len(idx)
+                bar.set_postfix(loss=f"{tot_loss / max(tot, 1) * self.world:.3f}", acc=f"{tot_correct / max(tot, 1):.3f}")
+            train_time += time.perf_counter() - t0
+            if sched:
+                sched.step()
+            rec = {"epoch": epoch + 1, "train_loss": tot_loss / max(tot, 1) * self.world,
+                   "train_accuracy": tot_correct / max(tot, 1), "lr": opt.param_groups[0]["lr"],
+                   "epoch_seconds": time.perf_counter() - t0}
+            if self.val_x is not None:
+                rec["val_accuracy"] = evaluate(model, self.val_x, self.val_y, cfg.eval_seed)["accuracy"]
+                if rec["val_accuracy"] > best_val:
+                    best_val, best_epoch, bad_epochs = rec["val_accuracy"], epoch + 1, 0
+                    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                else:
+                    bad_epochs += 1
+            history.append(rec)
+            if self.rank == 0:
+                if cfg.progress:
+                    tqdm.write(json.dumps(rec))
+                self._write_metrics(history)
+            if cfg.patience is not None and bad_epochs >= cfg.patience:
+                break
+        if best_state is not None:
+            model.load_state_dict(best_state)
+        else:
+            best_epoch = len(history)
+        test_acc = None
+        if self.test_x is not None:
+            test_acc = evaluate(model, self.test_x, self.test_y, cfg.eval_seed)["accuracy"]
+        result = TrainResult(model=model, history=history, best_epoch=best_epoch,
+                             val_accuracy=best_val if self.val_x is not None else None,
+                             test_accuracy=test_acc, train_samples_per_s=samples_seen / max(train_time, 1e-9),
+                             train_seconds=train_time)
+        if self.out_dir is not None and self.rank == 0:
+            metrics = {"test_accuracy": test_acc, "val_accuracy": result.val_accuracy,
+                       "best_epoch": best_epoch, "epochs": len(history),
+                       "train_samples_per_s": result.train_samples_per_s, "history": history,
+                       "config": asdict(cfg)}
+            result.checkpoint = save_checkpoint(self.out_dir / "model.safetensors", spec, model, metrics,
+                                                self.extra)
+        return result
+
+    def _write_metrics(self, history):
+        if self.out_dir is not None:
+            write_text_atomic(self.out_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history))
+
+
+def _shard(n: int, rank: int, world: int) -> tuple[int, int]:
+    """Contiguous [lo, hi) of a batch of n for this rank (sizes differ by at most 1)."""
+    base, extra = divmod(n, world)
+    lo = rank * base + min(rank, extra)
+    return lo, lo + base + (1 if rank < extra else 0)
