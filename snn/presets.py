@@ -7,7 +7,7 @@ import math
 from .spec import Conv2d, Flatten, Leaky, Linear, MaxPool2d, ModelSpec
 
 
-def fc(input_shape: tuple[int, ...], num_classes: int, hidden: int = 128, beta: float = 0.9,
+def fc(input_shape: tuple[int, ...], num_classes: int, hidden: int = 256, beta: float = 0.9,
        num_steps: int = 25, reset: str = "subtract", encoder: dict | None = None) -> ModelSpec:
     """Flatten -> Linear(n_in, hidden) -> Leaky -> Linear(hidden, classes) -> Leaky."""
     n_in = math.prod(input_shape)
