@@ -48,3 +48,22 @@ def spike_raster(layers: dict[str, "object"], path, title: str = "") -> Path:
     if title:
         axes[0, 0].set_title(title)
     return _save(fig, path)
+
+
+def confusion_matrices(mats: dict[str, "object"], path, class_names=None) -> Path:
+    """Side-by-side confusion matrices. mats: {title: [C, C] counts, rows = true class}."""
+    n = len(mats)
+    fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 3.8), squeeze=False)
+    for ax, (name, m) in zip(axes[0], mats.items()):
+        m = [[int(v) for v in row] for row in (m.tolist() if hasattr(m, "tolist") else m)]
+        ax.imshow(m, cmap="Blues")
+        for i, row in enumerate(m):
+            for j, v in enumerate(row):
+                if v:
+                    ax.text(j, i, str(v), ha="center", va="center", fontsize=7,
+                            color="white" if v > max(map(max, m)) / 2 else "black")
+        ax.set(title=name, xlabel="predicted", ylabel="true")
+        ticks = range(len(m))
+        ax.set_xticks(ticks, class_names or ticks)
+        ax.set_yticks(ticks, class_names or ticks)
+    return _save(fig, path)

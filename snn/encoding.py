@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 
 import encoders
@@ -14,6 +16,10 @@ _SEED_STRIDE = 1_000_003  # sample seeds: seed * stride + sample index
 def encode_batch(spec: ModelSpec, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
     """x: [B, *spec.input_shape] intensities in [0, 1] -> spikes [T, B, *spec.input_shape]."""
     params = {k: v for k, v in spec.encoder.items() if k != "type"}
+    if "dt_s" in params and params["dt_s"] != spec.dt_s:
+        raise ValueError(f"encoder dt_s={params['dt_s']} differs from the model's dt_s={spec.dt_s}")
+    if "dt_s" in inspect.signature(encoders.ENCODERS[spec.encoder["type"]]).parameters:
+        params["dt_s"] = spec.dt_s  # time-based encoders (poisson) use the model's time step
     return encoders.encode(spec.encoder["type"], x, spec.num_steps, generator=generator, **params)
 
 

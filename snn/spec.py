@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+import encoders
+
 SPEC_FORMAT_VERSION = 1
 
 RESET_MODES = ("subtract", "zero")
@@ -325,6 +327,9 @@ class ModelSpec:
         _check_positive_int("model spec", "num_steps", self.num_steps)
         if not isinstance(self.encoder, dict) or "type" not in self.encoder:
             raise ValueError(f"model spec: encoder must be a table with a 'type' key, got {self.encoder!r}")
+        if self.encoder["type"] not in encoders.ENCODERS:
+            raise ValueError(f"model spec: unknown encoder type {self.encoder['type']!r}; "
+                             f"known: {sorted(encoders.ENCODERS)}")
         if not self.layers[-1].spiking:
             raise ValueError("model spec: the last layer must be spiking (leaky, synaptic or rleaky)")
         self.shapes()  # validates the chain of shapes
