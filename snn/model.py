@@ -100,8 +100,6 @@ class SpikingNetwork(nn.Module):
         in_shapes = [spec.input_shape] + shapes[:-1]
         self.layers = nn.ModuleList(_build_layer(l, i, o) for l, i, o in zip(spec.layers, in_shapes, shapes))
         self.feature_shapes = shapes
-        # Layers before the first spiking layer carry no state: run them once over all T*B samples.
-        self._stateless_prefix = spec.spiking_layers()[0]
 
     def forward(self, x: torch.Tensor, record: bool = False) -> NetworkOutput:
         spec = self.spec
@@ -109,38 +107,35 @@ class SpikingNetwork(nn.Module):
             raise ValueError(f"input must be [T, B, {', '.join(map(str, spec.input_shape))}], "
                              f"got {list(x.shape)}")
         T, B = x.shape[:2]
+        # Layer by layer, not step by step: layer i at step t depends only on layer i-1 at the same
+        # step and on its own state (no synaptic delay, docs/neuron_semantics.md), so each
+        # stateless layer runs once over all T*B samples and only the spiking layers loop over time.
+        # Same values as a step-by-step loop, with far fewer (and larger) kernel calls.
         h = x.reshape(T * B, *spec.input_shape)
-        for layer in self.layers[: self._stateless_prefix]:
-            h = layer(h)
-        h = h.reshape(T, B, *h.shape[1:])
-
-        states: dict[int, tuple] = {}
-        traces: dict[int, dict[str, list]] = {}
-        out_spk, out_mem = [], []
-        last = len(self.layers) - 1
-        for t in range(T):
-            z = h[t]
-            for i in range(self._stateless_prefix, len(self.layers)):
-                layer, lspec = self.layers[i], spec.layers[i]
-                if not lspec.spiking:
-                    z = layer(z)
-                    continue
-                if i not in states:
-                    zeros = torch.zeros_like(z)
-                    states[i] = (zeros, zeros)
-                z, states[i], syn = _step(layer, lspec, z, states[i])
-                mem = states[i][1]
-                if record:
-                    tr = traces.setdefault(i, {"spikes": [], "mem": []} | ({"syn": []} if syn is not None else {}))
-                    tr["spikes"].append(z)
-                    tr["mem"].append(mem)
-                    if syn is not None:
-                        tr["syn"].append(syn)
-                if i == last:
-                    out_spk.append(z.reshape(B, -1))
-                    out_mem.append(mem.reshape(B, -1))
-        rec = {i: {k: torch.stack(v) for k, v in tr.items()} for i, tr in traces.items()} if record else None
-        return NetworkOutput(torch.stack(out_spk), torch.stack(out_mem), rec)
+        traces: dict[int, dict[str, torch.Tensor]] = {}
+        mem_out = None
+        for i, (layer, lspec) in enumerate(zip(self.layers, spec.layers)):
+            if not lspec.spiking:
+                h = layer(h)
+                continue
+            # unbind, not z[t]: the backward of T selects would fill T full-size zero tensors
+            steps = h.reshape(T, B, *h.shape[1:]).unbind(0)
+            zeros = torch.zeros_like(steps[0])
+            state = (zeros, zeros)
+            spk_t, mem_t, syn_t = [], [], []
+            for z_t in steps:
+                spk, state, syn = _step(layer, lspec, z_t, state)
+                spk_t.append(spk)
+                mem_t.append(state[1])
+                if syn is not None:
+                    syn_t.append(syn)
+            spikes = torch.stack(spk_t)
+            if record or i == len(self.layers) - 1:
+                mem_out = torch.stack(mem_t)
+            if record:
+                traces[i] = {"spikes": spikes, "mem": mem_out} | ({"syn": torch.stack(syn_t)} if syn_t else {})
+            h = spikes.reshape(T * B, *spikes.shape[2:])
+        return NetworkOutput(h.reshape(T, B, -1), mem_out.reshape(T, B, -1), traces if record else None)
 
     def neuron_parameters(self) -> dict[int, dict[str, torch.Tensor]]:
         """Effective per-neuron parameters of every spiking layer, as float64 tensors of shape [N]
