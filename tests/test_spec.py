@@ -251,6 +251,7 @@ def _spec_dict(**changes):
     ({"num_steps": 2.0}, "num_steps"),
     ({"input_shape": [0]}, "input_shape"),
     ({"encoder": {"gain": 1.0}}, "encoder"),
+    ({"encoder": {"type": "morse"}}, "unknown encoder type 'morse'"),
     ({"version": SPEC_FORMAT_VERSION + 1}, "version"),
     ({"layers": []}, "layers"),
     ({"colour": "red"}, r"unknown field.*colour"),
