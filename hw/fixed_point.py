@@ -1,0 +1,193 @@
+"""The integer arithmetic of each chip profile as pure torch functions (docs/fixed_point.md).
+
+`step(profile, a, state, params) -> (spikes, state)` advances one layer by one time step: `a` is the
+layer's synaptic input `A = (W · s) << w_shift` for the step, `[B, N]` int64; `state` a
+`NeuronState` of `[B, N]` int64 tensors; `params` the layer's `LayerParams`. Every operation is exact
+integer arithmetic on int64 tensors (CPU or CUDA); `exact_dot` computes the weighted spike sums with a
+float GEMM only where the result is provably exact, otherwise in float64 (exact below 2**53).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+import torch
+
+from .profiles import get_profile
+from .program import LayerProgram
+
+F32_EXACT = 2 ** 24   # every integer of magnitude <= 2**24 is a float32
+F64_EXACT = 2 ** 53
+
+
+class NeuronState(NamedTuple):
+    """u: membrane (loihi: voltage v); i: synaptic current (loihi: current u; unused by leaky mcu);
+    r: the layer's spikes (counts for xylo) of the previous step. All [B, N] int64."""
+
+    u: torch.Tensor
+    i: torch.Tensor
+    r: torch.Tensor
+
+
+class LayerParams(NamedTuple):
+    """A `LayerProgram` as device tensors: per-neuron int64 [N] vectors, weights as float [M, N]
+    (transposed, for `exact_dot`) plus the bound on |weight| used to prove exactness."""
+
+    neuron_type: str
+    reset: str
+    w_shift: int
+    weights_t: torch.Tensor          # [M, N] float32, integer valued
+    bias: torch.Tensor
+    threshold: torch.Tensor
+    decay_mem: torch.Tensor
+    decay_syn: torch.Tensor | None
+    rec_weights_t: torch.Tensor | None  # [N, N] float32 (rleaky_dense), transposed
+    rec_shift: int
+    rec_gain: torch.Tensor | None
+
+
+def layer_params(layer: LayerProgram, device: torch.device | str) -> LayerParams:
+    def vec(a):
+        return None if a is None else torch.as_tensor(a.astype("int64"), device=device)
+
+    def mat_t(a):
+        return None if a is None else torch.as_tensor(a.astype("float32").T.copy(), device=device)
+
+    return LayerParams(layer.neuron_type, layer.reset, int(layer.w_shift), mat_t(layer.weights),
+                       vec(layer.bias), vec(layer.threshold), vec(layer.decay_mem), vec(layer.decay_syn),
+                       mat_t(layer.rec_weights), int(layer.rec_shift), vec(layer.rec_gain))
+
+
+def init_state(batch: int, n: int, device) -> NeuronState:
+    z = torch.zeros(batch, n, dtype=torch.int64, device=device)
+    return NeuronState(z, z, z)
+
+
+def _float32_gemm_is_exact(device: torch.device) -> bool:
+    """float32 GEMMs are exact on integers below 2**24 only at full fp32 precision (no TF32/bf16)."""
+    if torch.get_float32_matmul_precision() != "highest":
+        return False
+    if device.type == "cuda":
+        try:
+            return not torch.backends.cuda.matmul.allow_tf32
+        except (AttributeError, RuntimeError):
+            return False
+    return True
+
+
+def exact_dot(s: torch.Tensor, w_t: torch.Tensor, max_count: int) -> torch.Tensor:
+    """Σ_j s[b, j] · W[j, n] exactly, as int64 [B, N].
+
+    s: [B, M] non-negative integer counts (≤ max_count; spikes are 0/1); w_t: [M, N] integer-valued
+    float32 with |W| ≤ 128. Every partial sum is bounded by M · 128 · max_count; below 2**24 a float32
+    GEMM is exact whatever its summation order, below 2**53 a float64 GEMM is."""
+    bound = w_t.shape[0] * 128 * max(int(max_count), 1)
+    if bound <= F32_EXACT and _float32_gemm_is_exact(w_t.device):
+        out = s.to(torch.float32) @ w_t
+    elif bound <= F64_EXACT:
+        out = s.to(torch.float64) @ w_t.to(torch.float64)
+    else:  # pragma: no cover - excluded by the profile limits (fan-in <= 4096, counts <= 15)
+        raise ValueError(f"weighted sum bound {bound} exceeds 2**53; no exact GEMM path")
+    return out.to(torch.int64)
+
+
+def sat(x: torch.Tensor, bits: int) -> torch.Tensor:
+    """Saturate to a signed `bits`-bit integer."""
+    return x.clamp(-(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
+
+
+# ---------------------------------------------------------------------------------------------- mcu
+
+def mcu_decay(x: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+    """sign(x) · ((|x| · (4096 − d) + 2048) >> 12): Q0.12 decay rounded half away from zero."""
+    m = (x.abs() * (4096 - d) + 2048) >> 12
+    return torch.where(x < 0, -m, m)
+
+
+def mcu_step(a: torch.Tensor, state: NeuronState, p: LayerParams) -> tuple[torch.Tensor, NeuronState]:
+    """One step of an `mcu` layer (docs/fixed_point.md, profile mcu)."""
+    x = sat(a + p.bias, 32)
+    r = state.r
+    fired = r > 0
+    i = state.i
+    if p.neuron_type == "leaky":
+        if p.reset == "subtract":
+            u = sat(mcu_decay(state.u, p.decay_mem) + x - r * p.threshold, 32)
+        else:
+            u = torch.where(fired, x, sat(mcu_decay(state.u, p.decay_mem) + x, 32))
+    else:
+        if p.neuron_type == "synaptic":
+            i = sat(mcu_decay(state.i, p.decay_syn) + x, 32)
+            v = mcu_decay(state.u, p.decay_mem) + i
+        elif p.neuron_type == "rleaky_dense":
+            q = exact_dot(r, p.rec_weights_t, 1) << p.rec_shift
+            v = mcu_decay(state.u, p.decay_mem) + x + q
+        else:  # rleaky_elementwise
+            v = mcu_decay(state.u, p.decay_mem) + x + p.rec_gain * r
+        if p.reset == "subtract":
+            u = sat(v - r * p.threshold, 32)
+        else:
+            u = torch.where(fired, torch.zeros_like(v), sat(v, 32))
+    s = (u > p.threshold).to(torch.int64)
+    return s, NeuronState(u, i, s)
+
+
+# -------------------------------------------------------------------------------------------- loihi
+
+LOIHI_UV_MAX = 2 ** 23
+LOIHI_DU_LEAKY = 4095  # du of a leaky layer: with ds_offset = 1 the current keeps no memory
+
+
+def loihi_decay(x: torch.Tensor, d_eff: torch.Tensor | int) -> torch.Tensor:
+    """sign(x) · ((|x| · (4096 − d_eff)) >> 12): Lava's decay, truncating toward zero."""
+    m = (x.abs() * (4096 - d_eff)) >> 12
+    return torch.where(x < 0, -m, m)
+
+
+def loihi_step(a: torch.Tensor, state: NeuronState, p: LayerParams) -> tuple[torch.Tensor, NeuronState]:
+    """One step of a `loihi` layer: Lava's PyLifModelBitAcc arithmetic (docs/fixed_point.md)."""
+    du = p.decay_syn if p.decay_syn is not None else LOIHI_DU_LEAKY
+    cur = loihi_decay(state.i, du + 1) + (a << 6)
+    cur = torch.where(cur > LOIHI_UV_MAX, cur - 2 * LOIHI_UV_MAX,
+                      torch.where(cur <= -LOIHI_UV_MAX, cur + 2 * LOIHI_UV_MAX, cur))
+    v = (loihi_decay(state.u, p.decay_mem) + cur + p.bias).clamp(-LOIHI_UV_MAX + 1, LOIHI_UV_MAX - 1)
+    s = (v > (p.threshold << 6)).to(torch.int64)
+    v = torch.where(s > 0, torch.zeros_like(v), v)
+    return s, NeuronState(v, cur, s)
+
+
+# --------------------------------------------------------------------------------------------- xylo
+
+def xylo_decay(x: torch.Tensor, dash: torch.Tensor | int) -> torch.Tensor:
+    """The decrement of Xylo's bit-shift decay: x >> dash (floor), at least one unit toward 0."""
+    dv = x >> dash
+    return torch.where((dv == 0) & (x != 0), torch.sign(x), dv)
+
+
+XYLO_MAX_SPIKES = get_profile("xylo").max_spikes_per_step
+
+
+def xylo_step(a: torch.Tensor, state: NeuronState, p: LayerParams, max_spikes: int = XYLO_MAX_SPIKES
+              ) -> tuple[torch.Tensor, NeuronState]:
+    """One step of a `xylo` layer (docs/fixed_point.md): returns spike counts 0..max_spikes."""
+    ds = p.decay_syn if p.decay_syn is not None else 0
+    i = sat(state.i - xylo_decay(state.i, ds) + a, 16)
+    v = sat(state.u - xylo_decay(state.u, p.decay_mem) + i + p.bias, 16)
+    n = torch.where(v >= p.threshold, torch.div(v, p.threshold, rounding_mode="floor").clamp(max=max_spikes),
+                    torch.zeros_like(v))
+    v = v - n * p.threshold
+    return n, NeuronState(v, i, n)
+
+
+StepFn = Callable[[torch.Tensor, NeuronState, LayerParams], tuple[torch.Tensor, NeuronState]]
+
+# The one registry from profile name to its step function.
+STEP_FUNCTIONS: dict[str, StepFn] = {"mcu": mcu_step, "loihi": loihi_step, "xylo": xylo_step}
+
+
+def step(profile: str, a: torch.Tensor, state: NeuronState, params: LayerParams
+         ) -> tuple[torch.Tensor, NeuronState]:
+    """Advance one layer of `profile` by one step. a: [B, N] int64 synaptic input."""
+    if profile not in STEP_FUNCTIONS:
+        raise ValueError(f"no arithmetic for profile {profile!r}; known: {sorted(STEP_FUNCTIONS)}")
+    return STEP_FUNCTIONS[profile](a, state, params)

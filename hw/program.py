@@ -1,0 +1,424 @@
+"""Device programs: the integer network a device runs, its binary encoding and a JSON view.
+
+The byte layout is defined in docs/program_format.md (version 1, little-endian, CRC-32); the meaning
+of the numbers per profile in docs/fixed_point.md. `Program.to_bytes()` gives exactly the bytes a
+device receives; `Program.from_bytes()` validates every field and refuses corrupt, truncated or
+other-version blobs with a `ProgramError` naming the failed check.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from snn.atomic import write_bytes_atomic, write_text_atomic
+
+from .profiles import PROFILE_BY_ID, Profile, get_profile
+
+FORMAT_VERSION = 1
+MAGIC = b"SLPG"
+HEADER_SIZE = 48
+RECORD_HEADER_SIZE = 16
+RECORD_LAYER = 1
+NAME_BYTES = 16
+_HEADER = struct.Struct("<4sHBBIIHHHHII16s")
+_RECORD = struct.Struct("<BBBBHHBBHI")
+
+# The one registry of neuron types a program can hold: name -> id in the binary.
+NEURON_TYPES = {"leaky": 1, "synaptic": 2, "rleaky_dense": 3, "rleaky_elementwise": 4}
+NEURON_TYPE_NAMES = {v: k for k, v in NEURON_TYPES.items()}
+RESET_MODES = {"subtract": 0, "zero": 1}
+RESET_NAMES = {v: k for k, v in RESET_MODES.items()}
+MAX_SHIFT = 20  # no profile allows more; keeps every exact sum below 2**63
+
+
+class ProgramError(ValueError):
+    """A program that is malformed, corrupt, of another version or outside its profile's limits."""
+
+
+def _pad4(n: int) -> int:
+    return (n + 3) // 4 * 4
+
+
+def neuron_family(neuron_type: str) -> str:
+    """The spec neuron type (leaky, synaptic, rleaky) of a program neuron type."""
+    return "rleaky" if neuron_type.startswith("rleaky") else neuron_type
+
+
+@dataclass(frozen=True, eq=False)
+class LayerProgram:
+    """One layer: a dense synapse matrix [N, M] feeding N neurons (docs/program_format.md).
+
+    weights: int8 [N, M]; bias, threshold: int32 [N]; decay_mem: uint16 [N];
+    decay_syn: uint16 [N] (synaptic only); rec_weights: int8 [N, N] (rleaky_dense only);
+    rec_gain: int32 [N] (rleaky_elementwise only)."""
+
+    neuron_type: str
+    reset: str
+    w_shift: int
+    weights: np.ndarray
+    bias: np.ndarray
+    threshold: np.ndarray
+    decay_mem: np.ndarray
+    decay_syn: np.ndarray | None = None
+    rec_weights: np.ndarray | None = None
+    rec_shift: int = 0
+    rec_gain: np.ndarray | None = None
+
+    def __post_init__(self):
+        if self.neuron_type not in NEURON_TYPES:
+            raise ProgramError(f"neuron_type must be one of {sorted(NEURON_TYPES)}, got {self.neuron_type!r}")
+        if self.reset not in RESET_MODES:
+            raise ProgramError(f"reset must be one of {sorted(RESET_MODES)}, got {self.reset!r}")
+        for name in ("w_shift", "rec_shift"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, np.integer)) or not 0 <= v <= MAX_SHIFT:
+                raise ProgramError(f"{name} must be an integer in [0, {MAX_SHIFT}], got {v!r}")
+        w = self.weights
+        if not isinstance(w, np.ndarray) or w.ndim != 2 or w.shape[0] < 1 or w.shape[1] < 1:
+            raise ProgramError(f"weights must be a 2-D [N, M] array, got {getattr(w, 'shape', w)!r}")
+        n = w.shape[0]
+        self._set("weights", w, np.int8)
+        for name, dtype in (("bias", np.int32), ("threshold", np.int32), ("decay_mem", np.uint16)):
+            self._set(name, getattr(self, name), dtype, (n,))
+        wants = {"decay_syn": self.neuron_type == "synaptic",
+                 "rec_weights": self.neuron_type == "rleaky_dense",
+                 "rec_gain": self.neuron_type == "rleaky_elementwise"}
+        for name, needed in wants.items():
+            v = getattr(self, name)
+            if needed and v is None:
+                raise ProgramError(f"{name} is required for neuron_type {self.neuron_type!r}")
+            if not needed and v is not None:
+                raise ProgramError(f"{name} must be None for neuron_type {self.neuron_type!r}")
+        if self.decay_syn is not None:
+            self._set("decay_syn", self.decay_syn, np.uint16, (n,))
+        if self.rec_weights is not None:
+            self._set("rec_weights", self.rec_weights, np.int8, (n, n))
+        if self.rec_gain is not None:
+            self._set("rec_gain", self.rec_gain, np.int32, (n,))
+        if self.neuron_type != "rleaky_dense" and self.rec_shift != 0:
+            raise ProgramError("rec_shift must be 0 unless neuron_type is 'rleaky_dense'")
+
+    def _set(self, name, value, dtype, shape=None):
+        a = np.asarray(value)
+        if shape is not None and a.shape != shape:
+            raise ProgramError(f"{name} must have shape {shape}, got {a.shape}")
+        if a.dtype != dtype:
+            info = np.iinfo(dtype)
+            if a.dtype.kind not in "iu" or (a.size and (a.min() < info.min or a.max() > info.max)):
+                raise ProgramError(f"{name} must hold integers in the {np.dtype(dtype).name} range, got dtype {a.dtype}"
+                                   + (f" with values in [{a.min()}, {a.max()}]" if a.size and a.dtype.kind in "iu" else ""))
+            a = a.astype(dtype)
+        a = np.ascontiguousarray(a)
+        a.setflags(write=False)
+        object.__setattr__(self, name, a)
+
+    @property
+    def num_neurons(self) -> int:
+        return self.weights.shape[0]
+
+    @property
+    def fan_in(self) -> int:
+        return self.weights.shape[1]
+
+    def sections(self) -> list[tuple[str, np.ndarray]]:
+        """The record's arrays in binary order, with their little-endian dtypes."""
+        out = [("weights", self.weights), ("bias", self.bias), ("threshold", self.threshold),
+               ("decay_mem", self.decay_mem)]
+        if self.decay_syn is not None:
+            out.append(("decay_syn", self.decay_syn))
+        if self.rec_weights is not None:
+            out.append(("rec_weights", self.rec_weights))
+        if self.rec_gain is not None:
+            out.append(("rec_gain", self.rec_gain))
+        return out
+
+    def record_size(self) -> int:
+        return RECORD_HEADER_SIZE + sum(_pad4(a.nbytes) for _, a in self.sections())
+
+    def to_bytes(self) -> bytes:
+        head = _RECORD.pack(RECORD_LAYER, NEURON_TYPES[self.neuron_type], RESET_MODES[self.reset],
+                            int(self.w_shift), self.fan_in, self.num_neurons, int(self.rec_shift), 0, 0,
+                            self.record_size())
+        parts = [head]
+        for _, a in self.sections():
+            raw = a.astype(a.dtype.newbyteorder("<")).tobytes()
+            parts.append(raw + b"\0" * (_pad4(len(raw)) - len(raw)))
+        return b"".join(parts)
+
+    def to_dict(self) -> dict:
+        d = {"neuron_type": self.neuron_type, "reset": self.reset, "fan_in": self.fan_in,
+             "num_neurons": self.num_neurons, "w_shift": int(self.w_shift),
+             "rec_shift": int(self.rec_shift)}
+        for name, a in self.sections():
+            d[name] = a.tolist()
+        return d
+
+    def check_profile(self, profile: Profile, where: str) -> None:
+        """Refuse values the profile cannot hold (docs/fixed_point.md, hw/profiles/*.json)."""
+        p = profile
+        if neuron_family(self.neuron_type) not in p.neuron_types:
+            raise ProgramError(f"{where}: neuron type {self.neuron_type!r} is not supported by profile "
+                               f"{p.name!r} (supported: {list(p.neuron_types)})")
+        if self.reset not in p.reset_modes:
+            raise ProgramError(f"{where}: reset {self.reset!r} is not supported by profile {p.name!r} "
+                               f"(supported: {list(p.reset_modes)})")
+        if self.num_neurons > p.max_neurons_per_layer:
+            raise ProgramError(f"{where}: {self.num_neurons} neurons exceed the profile {p.name!r} limit "
+                               f"max_neurons_per_layer={p.max_neurons_per_layer}")
+        if self.fan_in > p.max_fan_in:
+            raise ProgramError(f"{where}: fan-in {self.fan_in} exceeds the profile {p.name!r} limit "
+                               f"max_fan_in={p.max_fan_in}")
+        for name in ("w_shift", "rec_shift"):
+            if getattr(self, name) > p.max_w_shift:
+                raise ProgramError(f"{where}: {name}={getattr(self, name)} exceeds the profile {p.name!r} "
+                                   f"limit {p.max_w_shift}")
+        th = self.threshold
+        if th.min() < 1 or th.max() > p.threshold_max:
+            raise ProgramError(f"{where}: thresholds must be in [1, {p.threshold_max}] for profile "
+                               f"{p.name!r}, got [{th.min()}, {th.max()}]")
+        b = self.bias.astype(np.int64)
+        if b.min() < p.bias_min or b.max() > p.bias_max:
+            raise ProgramError(f"{where}: bias must be in [{p.bias_min}, {p.bias_max}] for profile "
+                               f"{p.name!r}, got [{b.min()}, {b.max()}]")
+        if p.bias_mant_bits is not None and not bias_representable(b, p).all():
+            raise ProgramError(f"{where}: a bias is not mantissa({p.bias_mant_bits} bits) << exp"
+                               f"(<= {p.max_bias_exp}) as profile {p.name!r} requires")
+        for name in ("decay_mem", "decay_syn"):
+            a = getattr(self, name)
+            if a is not None and a.max() > p.decay_max:
+                raise ProgramError(f"{where}: {name} values must be <= {p.decay_max} for profile "
+                                   f"{p.name!r}, got {a.max()}")
+        if self.rec_gain is not None:
+            g = self.rec_gain.astype(np.int64)
+            if g.min() < p.bias_min or g.max() > p.bias_max:
+                raise ProgramError(f"{where}: rec_gain must be in [{p.bias_min}, {p.bias_max}]")
+
+
+def bias_representable(b: np.ndarray, profile: Profile) -> np.ndarray:
+    """loihi: whether each bias is m << e with |m| < 2**(bias_mant_bits-1), 0 <= e <= max_bias_exp."""
+    b = np.asarray(b, dtype=np.int64)
+    m_max = 2 ** (profile.bias_mant_bits - 1) - 1
+    ok = np.zeros(b.shape, dtype=bool)
+    for e in range(profile.max_bias_exp + 1):
+        ok |= (b % (1 << e) == 0) & (np.abs(b >> e) <= m_max)
+    return ok
+
+
+@dataclass(frozen=True, eq=False)
+class Program:
+    """A compiled network for one chip profile: an ordered chain of `LayerProgram`s.
+
+    num_steps, dt_ns, name: informative (the model's T, time step in ns, and name)."""
+
+    profile: str
+    layers: tuple[LayerProgram, ...]
+    num_steps: int = 1
+    dt_ns: int = 1_000_000
+    name: str = "model"
+    version: int = FORMAT_VERSION
+    report: dict = field(default_factory=dict)  # compile report; not part of the binary
+
+    def __post_init__(self):
+        if self.version != FORMAT_VERSION:
+            raise ProgramError(f"program format version {self.version} is not supported (this "
+                               f"spikeloop reads version {FORMAT_VERSION})")
+        profile = get_profile(self.profile)
+        object.__setattr__(self, "layers", tuple(self.layers))
+        if not self.layers:
+            raise ProgramError("a program needs at least one layer")
+        if len(self.layers) > profile.max_layers:
+            raise ProgramError(f"{len(self.layers)} layers exceed the profile {profile.name!r} limit "
+                               f"max_layers={profile.max_layers}")
+        for i, layer in enumerate(self.layers):
+            if i and layer.fan_in != self.layers[i - 1].num_neurons:
+                raise ProgramError(f"layer {i}: fan-in {layer.fan_in} does not match the "
+                                   f"{self.layers[i - 1].num_neurons} neurons of layer {i - 1}")
+            layer.check_profile(profile, f"layer {i}")
+        for name, hi in (("num_steps", 0xFFFF), ("dt_ns", 0xFFFFFFFF)):
+            v = getattr(self, name)
+            if not isinstance(v, (int, np.integer)) or not 1 <= v <= hi:
+                raise ProgramError(f"{name} must be an integer in [1, {hi}], got {v!r}")
+        if self.num_inputs > 0xFFFF or any(l.num_neurons > 0xFFFF for l in self.layers):
+            raise ProgramError("layer sizes must fit in 16 bits")
+        try:
+            encoded = self.name.encode("ascii")
+        except UnicodeEncodeError:
+            raise ProgramError(f"name must be ASCII, got {self.name!r}") from None
+        if len(encoded) > NAME_BYTES or b"\0" in encoded:
+            raise ProgramError(f"name must be at most {NAME_BYTES} ASCII characters without NUL, got {self.name!r}")
+        size = self.size_bytes()
+        if size > profile.max_program_bytes:
+            raise ProgramError(f"program of {size} bytes exceeds the profile {profile.name!r} limit "
+                               f"max_program_bytes={profile.max_program_bytes}")
+
+    @property
+    def profile_obj(self) -> Profile:
+        return get_profile(self.profile)
+
+    @property
+    def num_inputs(self) -> int:
+        return self.layers[0].fan_in
+
+    @property
+    def num_outputs(self) -> int:
+        return self.layers[-1].num_neurons
+
+    def size_bytes(self) -> int:
+        return HEADER_SIZE + sum(l.record_size() for l in self.layers)
+
+    def to_bytes(self) -> bytes:
+        """The exact blob a device receives (docs/program_format.md)."""
+        body = b"".join(l.to_bytes() for l in self.layers)
+        total = HEADER_SIZE + len(body)
+        header = _HEADER.pack(MAGIC, self.version, self.profile_obj.profile_id, 0, total, 0,
+                              len(self.layers), self.num_inputs, self.num_outputs, int(self.num_steps),
+                              int(self.dt_ns), 0, self.name.encode("ascii").ljust(NAME_BYTES, b"\0"))
+        blob = header + body
+        crc = crc32_of(blob)
+        return blob[:12] + struct.pack("<I", crc) + blob[16:]
+
+    @property
+    def checksum(self) -> int:
+        return struct.unpack_from("<I", self.to_bytes(), 12)[0]
+
+    @classmethod
+    def from_bytes(cls, data: bytes, expected_profile: str | None = None) -> "Program":
+        """Decode and validate a blob; raises `ProgramError` saying which check failed."""
+        data = bytes(data)
+        if len(data) < HEADER_SIZE:
+            raise ProgramError(f"program truncated: {len(data)} bytes, the header alone is {HEADER_SIZE}")
+        (magic, version, profile_id, flags, total, crc, num_layers, n_in, n_out, num_steps, dt_ns,
+         reserved, name) = _HEADER.unpack_from(data, 0)
+        if magic != MAGIC:
+            raise ProgramError(f"not a spikeloop program: magic {magic!r}, expected {MAGIC!r}")
+        if version != FORMAT_VERSION:
+            raise ProgramError(f"program format version {version} is not supported (this spikeloop "
+                               f"reads version {FORMAT_VERSION}); recompile it with this version")
+        if total != len(data):
+            what = "truncated" if len(data) < total else "has trailing bytes"
+            raise ProgramError(f"program {what}: header says {total} bytes, got {len(data)}")
+        if total % 4:
+            raise ProgramError(f"program size {total} is not a multiple of 4")
+        actual = crc32_of(data)
+        if actual != crc:
+            raise ProgramError(f"program checksum mismatch: header CRC-32 0x{crc:08x}, "
+                               f"computed 0x{actual:08x} (corrupt program)")
+        if profile_id not in PROFILE_BY_ID:
+            raise ProgramError(f"unknown profile id {profile_id}; known: "
+                               f"{ {k: v.name for k, v in PROFILE_BY_ID.items()} }")
+        profile = PROFILE_BY_ID[profile_id]
+        if expected_profile is not None and profile.name != expected_profile:
+            raise ProgramError(f"program is for profile {profile.name!r}, this device runs "
+                               f"{expected_profile!r}")
+        if flags or reserved:
+            raise ProgramError("header flags/reserved bytes must be 0")
+        if num_layers < 1 or num_layers > profile.max_layers:
+            raise ProgramError(f"num_layers={num_layers} outside [1, {profile.max_layers}] "
+                               f"for profile {profile.name!r}")
+        name_s = name.rstrip(b"\0")
+        if b"\0" in name_s:
+            raise ProgramError("name field must be NUL-padded ASCII")
+        try:
+            name_s = name_s.decode("ascii")
+        except UnicodeDecodeError:
+            raise ProgramError("name field is not ASCII") from None
+        layers, off = [], HEADER_SIZE
+        for i in range(num_layers):
+            layer, off = _decode_record(data, off, f"layer {i}")
+            layers.append(layer)
+        if off != total:
+            raise ProgramError(f"records end at byte {off}, but the program has {total} bytes")
+        if layers[0].fan_in != n_in:
+            raise ProgramError(f"num_inputs={n_in} but layer 0 has fan-in {layers[0].fan_in}")
+        if layers[-1].num_neurons != n_out:
+            raise ProgramError(f"num_outputs={n_out} but the last layer has {layers[-1].num_neurons} neurons")
+        return cls(profile=profile.name, layers=tuple(layers), num_steps=num_steps, dt_ns=dt_ns,
+                   name=name_s, version=version)
+
+    def to_dict(self) -> dict:
+        """JSON view for humans: header fields, every layer's arrays, and the compile report."""
+        return {"format": "spikeloop-program", "version": self.version, "profile": self.profile,
+                "profile_id": self.profile_obj.profile_id, "name": self.name,
+                "num_steps": int(self.num_steps), "dt_ns": int(self.dt_ns),
+                "num_inputs": self.num_inputs, "num_outputs": self.num_outputs,
+                "size_bytes": self.size_bytes(), "crc32": f"0x{self.checksum:08x}",
+                "report": self.report, "layers": [l.to_dict() for l in self.layers]}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=1)
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        write_bytes_atomic(path, self.to_bytes())
+        return path
+
+    def save_json(self, path: str | Path) -> Path:
+        path = Path(path)
+        write_text_atomic(path, self.to_json())
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, expected_profile: str | None = None) -> "Program":
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"program file not found: {path}")
+        return cls.from_bytes(path.read_bytes(), expected_profile)
+
+
+def crc32_of(blob: bytes) -> int:
+    """CRC-32/ISO-HDLC (zlib) of a program blob, skipping its CRC field at bytes 12..15."""
+    return zlib.crc32(blob[16:], zlib.crc32(blob[:12])) & 0xFFFFFFFF
+
+
+def _decode_record(data: bytes, off: int, where: str) -> tuple[LayerProgram, int]:
+    if off + RECORD_HEADER_SIZE > len(data):
+        raise ProgramError(f"{where}: record header runs past the end of the program")
+    (rtype, ntype, reset, w_shift, fan_in, n, rec_shift, flags, reserved,
+     size) = _RECORD.unpack_from(data, off)
+    if rtype != RECORD_LAYER:
+        raise ProgramError(f"{where}: unknown record type {rtype} (version {FORMAT_VERSION} has only "
+                           f"type {RECORD_LAYER})")
+    if ntype not in NEURON_TYPE_NAMES:
+        raise ProgramError(f"{where}: unknown neuron type id {ntype}")
+    if reset not in RESET_NAMES:
+        raise ProgramError(f"{where}: unknown reset mode id {reset}")
+    if flags or reserved:
+        raise ProgramError(f"{where}: record flags/reserved bytes must be 0")
+    if fan_in < 1 or n < 1:
+        raise ProgramError(f"{where}: fan_in and num_neurons must be >= 1, got {fan_in}, {n}")
+    if w_shift > MAX_SHIFT or rec_shift > MAX_SHIFT:
+        raise ProgramError(f"{where}: shifts must be <= {MAX_SHIFT}, got {w_shift}, {rec_shift}")
+    ntype_name = NEURON_TYPE_NAMES[ntype]
+    spec = [("weights", "<i1", n * fan_in), ("bias", "<i4", n), ("threshold", "<i4", n),
+            ("decay_mem", "<u2", n)]
+    if ntype_name == "synaptic":
+        spec.append(("decay_syn", "<u2", n))
+    if ntype_name == "rleaky_dense":
+        spec.append(("rec_weights", "<i1", n * n))
+    if ntype_name == "rleaky_elementwise":
+        spec.append(("rec_gain", "<i4", n))
+    expected = RECORD_HEADER_SIZE + sum(_pad4(np.dtype(dt).itemsize * c) for _, dt, c in spec)
+    if size != expected:
+        raise ProgramError(f"{where}: record_size {size} does not match {expected} computed from its fields")
+    if off + size > len(data):
+        raise ProgramError(f"{where}: record runs past the end of the program")
+    pos, arrays = off + RECORD_HEADER_SIZE, {}
+    for name, dt, count in spec:
+        nbytes = np.dtype(dt).itemsize * count
+        arrays[name] = np.frombuffer(data, dtype=dt, count=count, offset=pos).astype(dt[1:])
+        pad = data[pos + nbytes: pos + _pad4(nbytes)]
+        if any(pad):
+            raise ProgramError(f"{where}: padding after {name} must be zero bytes")
+        pos += _pad4(nbytes)
+    arrays["weights"] = arrays["weights"].reshape(n, fan_in)
+    if "rec_weights" in arrays:
+        arrays["rec_weights"] = arrays["rec_weights"].reshape(n, n)
+    layer = LayerProgram(neuron_type=ntype_name, reset=RESET_NAMES[reset], w_shift=w_shift,
+                         rec_shift=rec_shift, **arrays)
+    return layer, off + size
