@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from importlib import resources
+from pathlib import Path
 
 PROFILE_FORMAT_VERSION = 1
 DECAY_KINDS = ("q12_multiplicative", "bitshift")
@@ -101,12 +101,11 @@ class Profile:
 
 def _load_all() -> dict[str, Profile]:
     out = {}
-    for entry in sorted(resources.files("hw").joinpath("profiles").iterdir(), key=lambda p: p.name):
-        if entry.name.endswith(".json"):
-            p = Profile.from_dict(json.loads(entry.read_text()))
-            if p.name + ".json" != entry.name:
-                raise ValueError(f"profile file {entry.name} holds profile {p.name!r}")
-            out[p.name] = p
+    for entry in sorted((Path(__file__).parent / "profiles").glob("*.json")):
+        p = Profile.from_dict(json.loads(entry.read_text()))
+        if p.name + ".json" != entry.name:
+            raise ValueError(f"profile file {entry.name} holds profile {p.name!r}")
+        out[p.name] = p
     return out
 
 

@@ -1,0 +1,321 @@
+"""Compile a model spec with float weights into a device `Program` for one chip profile.
+
+Each spiking layer and the dense synapses before it become one `LayerProgram`. Per layer the compiler
+picks the scale `K` (state units per float unit) that minimises the weights' quantization error,
+maps beta/alpha/threshold/bias to the profile's representation (docs/fixed_point.md) and reports
+per-layer weight error, clipped fraction and effective beta vs requested. What a profile cannot
+represent (unsupported layer type, neuron type or reset, too many neurons, too large a fan-in or
+program) raises `CompileError` naming the layer and the limit — never silently approximated.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from snn.model import build_model
+from snn.spec import AvgPool2d, Conv2d, Flatten, Linear, MaxPool2d, ModelSpec, RLeaky, Synaptic
+
+from .profiles import Profile, get_profile
+from .program import NAME_BYTES, LayerProgram, Program, ProgramError, bias_representable
+
+COMPILER_VERSION = 1
+INT8_MIN, INT8_MAX = -128, 127
+SCALE_CANDIDATES = np.linspace(1.0, 2.0, 41)  # multiples of 127 / max|W| tried per layer
+
+
+class CompileError(ValueError):
+    """The model cannot be represented on the profile (message names the layer and the limit)."""
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One device layer: spec index of its dense synapses (None: identity) and of its neurons."""
+
+    linear: int | None
+    neuron: int
+    fan_in: int
+    num_neurons: int
+
+
+def plan_stages(spec: ModelSpec, profile: Profile) -> list[Stage]:
+    """Group spec layers into device layers, refusing what the profile cannot run."""
+    shapes = spec.shapes()
+    in_shapes = [spec.input_shape] + shapes[:-1]
+    stages, pending = [], None
+    for i, layer in enumerate(spec.layers):
+        where = f"layer {i} ({layer.type_name})"
+        if isinstance(layer, (Conv2d, MaxPool2d, AvgPool2d)):
+            why = "convolution" if isinstance(layer, Conv2d) else "pooling"
+            raise CompileError(f"{where}: profile {profile.name!r} does not support {why} layers "
+                               f"(supports_conv={profile.supports_conv}); only dense (linear) networks compile")
+        if isinstance(layer, Flatten):
+            continue
+        if isinstance(layer, Linear):
+            if pending is not None:
+                raise CompileError(f"{where}: two linear layers without a spiking layer between them "
+                                   f"(layers {pending} and {i}); the device needs neurons after every synapse matrix")
+            pending = i
+            continue
+        if not layer.spiking:
+            raise CompileError(f"{where}: layer type {layer.type_name!r} has no device representation")
+        family = layer.type_name
+        if family not in profile.neuron_types:
+            raise CompileError(f"{where}: neuron type {family!r} is not supported by profile {profile.name!r} "
+                               f"(supported: {list(profile.neuron_types)})")
+        if layer.reset not in profile.reset_modes:
+            raise CompileError(f"{where}: reset {layer.reset!r} is not supported by profile {profile.name!r} "
+                               f"(supported: {list(profile.reset_modes)})")
+        n = math.prod(shapes[i])
+        fan_in = math.prod(in_shapes[pending]) if pending is not None else math.prod(in_shapes[i])
+        if n > profile.max_neurons_per_layer:
+            raise CompileError(f"{where}: {n} neurons exceed the profile {profile.name!r} limit "
+                               f"max_neurons_per_layer={profile.max_neurons_per_layer}")
+        if fan_in > profile.max_fan_in:
+            raise CompileError(f"{where}: fan-in {fan_in} exceeds the profile {profile.name!r} limit "
+                               f"max_fan_in={profile.max_fan_in}")
+        if pending is None and fan_in != n:
+            raise CompileError(f"{where}: a spiking layer without a linear layer before it must keep its "
+                               f"input size ({fan_in} -> {n})")
+        stages.append(Stage(pending, i, fan_in, n))
+        pending = None
+    if pending is not None:
+        raise CompileError(f"layer {pending} (linear): no spiking layer after it")
+    if len(stages) > profile.max_layers:
+        raise CompileError(f"{len(stages)} device layers exceed the profile {profile.name!r} limit "
+                           f"max_layers={profile.max_layers}")
+    return stages
+
+
+def best_weight_scale(w: np.ndarray) -> tuple[float, float]:
+    """Scale s minimising Σ(W − clip(round(W·s))/s)² over s = c·127/max|W|, c ∈ [1, 2]
+    (c > 1 clips the largest weights to gain resolution for the rest). Returns (s, mse)."""
+    wmax = float(np.abs(w).max())
+    if wmax == 0:
+        return 1.0, 0.0
+    best = (127.0 / wmax, math.inf)
+    for c in SCALE_CANDIDATES:
+        s = c * 127.0 / wmax
+        q = np.clip(np.round(w * s), INT8_MIN, INT8_MAX)
+        mse = float(np.mean((w - q / s) ** 2))
+        if mse < best[1] - 1e-18:
+            best = (s, mse)
+    return best
+
+
+def _quantize_int8(w: np.ndarray, s: float) -> tuple[np.ndarray, float]:
+    raw = np.round(w * s)
+    q = np.clip(raw, INT8_MIN, INT8_MAX)
+    return q.astype(np.int8), float(np.mean(raw != q)) if raw.size else 0.0
+
+
+def _decay_q12(beta: np.ndarray, d_max: int) -> np.ndarray:
+    return np.clip(np.round(4096.0 * (1.0 - beta)), 0, d_max).astype(np.int64)
+
+
+def _decay_dash(beta: np.ndarray, dash_max: int) -> np.ndarray:
+    """The dash with 1 − 2^−dash closest to beta (dash = 0: no memory)."""
+    cands = 1.0 - 2.0 ** -np.arange(dash_max + 1, dtype=np.float64)
+    cands[0] = 0.0
+    return np.abs(beta[:, None] - cands[None, :]).argmin(axis=1).astype(np.int64)
+
+
+def effective_decay(profile: Profile, d: np.ndarray) -> np.ndarray:
+    """The float factor a decay field stands for (mcu/loihi: (4096 − d)/4096; xylo: 1 − 2^−d)."""
+    if profile.decay["kind"] == "q12_multiplicative":
+        return (4096.0 - d) / 4096.0
+    return np.where(d == 0, 0.0, 1.0 - 2.0 ** -d.astype(np.float64))
+
+
+def _stats(requested: np.ndarray, effective: np.ndarray) -> dict:
+    return {"requested_mean": float(requested.mean()), "effective_mean": float(effective.mean()),
+            "max_abs_error": float(np.abs(requested - effective).max())}
+
+
+def _shift_for(profile: Profile, w_q: np.ndarray, bias_f: np.ndarray, thr_f: np.ndarray, s: float) -> int:
+    """Per-layer left shift: the largest that keeps the profile's state range clear of overflow
+    (mcu: |input| and θ below 2^28 of 2^31; xylo: θ below 2^12 of 2^15; loihi: see _compile_loihi)."""
+    row = np.abs(w_q.astype(np.int64)).sum(axis=1)
+    cap = {"mcu": 2 ** 28, "xylo": 2 ** 12}[profile.name]
+    max_shift = min(profile.max_w_shift, 16)
+    shift = 0
+    for k in range(max_shift + 1):
+        K = s * 2 ** k
+        big = max(float(thr_f.max()) * K, float((row * 2 ** k + np.abs(bias_f) * K).max())
+                  if profile.name == "mcu" else float(thr_f.max()) * K)
+        if big <= cap:
+            shift = k
+    return shift
+
+
+def compile_model(spec: ModelSpec, state_dict: dict, profile: str | Profile, name: str | None = None
+                  ) -> Program:
+    """Compile `spec` with trained `state_dict` for `profile` -> Program (with `.report`)."""
+    prof = get_profile(profile)
+    stages = plan_stages(spec, prof)
+    model = build_model(spec, state_dict, dtype=torch.float64)
+    nparams = model.neuron_parameters()
+    sd = {k: v.detach().to(torch.float64).cpu().numpy() for k, v in model.state_dict().items()}
+    layers, reports = [], []
+    for k, st in enumerate(stages):
+        lspec = spec.layers[st.neuron]
+        where = f"layer {st.neuron} ({lspec.type_name})"
+        if st.linear is None:
+            w = np.eye(st.num_neurons)
+            b = np.zeros(st.num_neurons)
+        else:
+            w = sd[f"layers.{st.linear}.weight"]
+            b = sd.get(f"layers.{st.linear}.bias", np.zeros(st.num_neurons))
+        p = {n: v.numpy() for n, v in nparams[st.neuron].items()}
+        rec_w = rec_b = None
+        if isinstance(lspec, RLeaky) and lspec.all_to_all:
+            rec_w = sd[f"layers.{st.neuron}.recurrent.weight"]
+            rec_b = sd.get(f"layers.{st.neuron}.recurrent.bias")
+            if rec_b is not None:
+                b = b + rec_b
+        try:
+            layer, rep = _compile_stage(prof, lspec, w, b, p, rec_w, where)
+        except ProgramError as e:
+            raise CompileError(str(e)) from None
+        rep = {"device_layer": k, "spec_layers": [i for i in (st.linear, st.neuron) if i is not None],
+               "neuron_type": layer.neuron_type, "reset": layer.reset, "fan_in": st.fan_in,
+               "num_neurons": st.num_neurons} | rep
+        layers.append(layer)
+        reports.append(rep)
+    prog_name = (name or spec.name)[:NAME_BYTES]
+    report = {"compiler_version": COMPILER_VERSION, "profile": prof.name, "layers": reports}
+    try:
+        prog = Program(profile=prof.name, layers=tuple(layers), num_steps=spec.num_steps,
+                       dt_ns=max(1, round(spec.dt_s * 1e9)), name=prog_name.encode("ascii", "replace").decode(),
+                       report=report)
+    except ProgramError as e:
+        raise CompileError(str(e)) from None
+    report["program_bytes"] = prog.size_bytes()
+    return prog
+
+
+def _compile_stage(prof: Profile, lspec, w, b, p, rec_w, where):
+    thr_f = p["threshold"]
+    beta = p["beta"]
+    if (thr_f <= 0).any():
+        raise CompileError(f"{where}: thresholds must be positive to compile, got min {thr_f.min():.4g}")
+    s, mse = best_weight_scale(w)
+    if prof.name == "loihi":
+        return _compile_loihi(prof, lspec, w, b, p, s, where)
+    if prof.name == "xylo":
+        s = min(s, 2 ** 12 / float(thr_f.max()))  # keep θ·K inside int16 with headroom
+    w_q, clipped = _quantize_int8(w, s)
+    shift = _shift_for(prof, w_q, b, thr_f, s)
+    K = s * 2 ** shift
+    notes = []
+    bias_q = np.round(b * K)
+    bias_clipped = float(np.mean((bias_q < prof.bias_min) | (bias_q > prof.bias_max)))
+    bias_q = np.clip(bias_q, prof.bias_min, prof.bias_max).astype(np.int64)
+    thr_q = np.round(thr_f * K)
+    if prof.name == "xylo":
+        thr_q = thr_q + 1  # Xylo fires on V >= θ; the float model on U > θ: on integers, U > q ⟺ U >= q + 1
+    if thr_q.max() > prof.threshold_max:
+        raise CompileError(f"{where}: threshold {thr_q.max():.0f} exceeds the profile {prof.name!r} limit "
+                           f"{prof.threshold_max} at the chosen scale")
+    thr_q = np.maximum(thr_q, 1).astype(np.int64)
+    if prof.decay["kind"] == "q12_multiplicative":
+        d_mem = _decay_q12(beta, prof.decay_max)
+    else:
+        d_mem = _decay_dash(beta, prof.decay_max)
+    kw = {}
+    rep = {}
+    neuron_type = lspec.type_name
+    if isinstance(lspec, Synaptic):
+        alpha = p["alpha"]
+        kw["decay_syn"] = (_decay_q12(alpha, prof.decay_max) if prof.decay["kind"] == "q12_multiplicative"
+                           else _decay_dash(alpha, prof.decay_max))
+        rep["alpha"] = _stats(alpha, effective_decay(prof, kw["decay_syn"]))
+    if isinstance(lspec, RLeaky):
+        if lspec.all_to_all:
+            neuron_type = "rleaky_dense"
+            rmax = float(np.abs(rec_w).max()) * K
+            rec_shift = 0
+            while rmax / 2 ** rec_shift > INT8_MAX + 0.5 and rec_shift < prof.max_w_shift:
+                rec_shift += 1
+            rq, rclip = _quantize_int8(rec_w, K / 2 ** rec_shift)
+            kw["rec_weights"], kw["rec_shift"] = rq, rec_shift
+            err = rec_w - rq.astype(np.float64) * 2 ** rec_shift / K
+            rep["recurrent"] = {"rec_shift": rec_shift, "clipped_fraction": rclip,
+                                "relative_rmse": float(np.sqrt(np.mean(err ** 2)) /
+                                                       max(np.sqrt(np.mean(rec_w ** 2)), 1e-30))}
+        else:
+            neuron_type = "rleaky_elementwise"
+            g = np.round(p["V"] * K)
+            kw["rec_gain"] = np.clip(g, prof.bias_min, prof.bias_max).astype(np.int64)
+            rep["recurrent"] = {"gain_clipped_fraction": float(np.mean(g != kw["rec_gain"]))}
+    if prof.name == "xylo" and lspec.reset == "subtract":
+        notes.append("xylo subtracts the threshold before the next decay (effectively beta*threshold) "
+                     "and may emit several spikes per step")
+    layer = LayerProgram(neuron_type=neuron_type, reset=lspec.reset, w_shift=shift, weights=w_q,
+                         bias=bias_q, threshold=thr_q, decay_mem=d_mem, **kw)
+    rep = _weight_report(w, w_q, s, clipped) | {
+        "w_shift": shift, "scale": K, "bias_clipped_fraction": bias_clipped,
+        "threshold": _stats(thr_f, (thr_q - (1 if prof.name == "xylo" else 0)) / K),
+        "beta": _stats(beta, effective_decay(prof, d_mem))} | rep
+    if notes:
+        rep["notes"] = notes
+    return layer, rep
+
+
+def _weight_report(w, w_q, s, clipped) -> dict:
+    err = w - w_q.astype(np.float64) / s
+    rms = max(float(np.sqrt(np.mean(w ** 2))), 1e-30)
+    return {"weight_relative_rmse": float(np.sqrt(np.mean(err ** 2))) / rms,
+            "weight_max_abs_error": float(np.abs(err).max()), "weight_clipped_fraction": clipped}
+
+
+def _compile_loihi(prof: Profile, lspec, w, b, p, s, where):
+    """Loihi: v units are K = s·2^e·64 (the input is (Σ w·s_j) << e << 6); threshold mantissa
+    vth = θ·s·2^e ≤ 2^17 − 1; bias = mant << exp with a 13-bit mantissa."""
+    thr_f, beta = p["threshold"], p["beta"]
+    s = min(s, prof.threshold_max / float(thr_f.max()))  # θ mantissa must fit 17 bits
+    w_q, clipped = _quantize_int8(w, s)
+    e = 0
+    while e < prof.max_w_shift and float(thr_f.max()) * s * 2 ** (e + 1) <= min(2 ** 12, prof.threshold_max):
+        e += 1
+    vth = np.maximum(np.round(thr_f * s * 2 ** e), 1).astype(np.int64)
+    K = s * 2 ** e * 64
+    bias_q = _loihi_bias(b * K, prof)
+    bias_clipped = float(np.mean(np.abs(b * K) > prof.bias_max + 0.5))
+    d_mem = _decay_q12(beta, prof.decay_max)
+    layer = LayerProgram(neuron_type="leaky", reset=lspec.reset, w_shift=e, weights=w_q, bias=bias_q,
+                         threshold=vth, decay_mem=d_mem)
+    row = np.abs(w_q.astype(np.int64)).sum(axis=1) * 2 ** e * 64
+    rep = _weight_report(w, w_q, s, clipped) | {
+        "w_shift": e, "scale": K, "bias_clipped_fraction": bias_clipped,
+        "threshold": _stats(thr_f, vth * 64 / K), "beta": _stats(beta, effective_decay(prof, d_mem)),
+        "max_input_current": int(row.max()), "current_wraps_possible": bool(row.max() > 2 ** 23)}
+    if row.max() > 2 ** 23:
+        rep["notes"] = ["the summed input can exceed Loihi's 24-bit current, which wraps as in Lava"]
+    return layer, rep
+
+
+def _loihi_bias(target: np.ndarray, prof: Profile) -> np.ndarray:
+    """Nearest mant << exp (|mant| ≤ 2^12 − 1, exp ≤ 7) to each target bias."""
+    m_max = 2 ** (prof.bias_mant_bits - 1) - 1
+    out = np.zeros(target.shape, dtype=np.int64)
+    for i, t in enumerate(target):
+        e = 0
+        while e < prof.max_bias_exp and abs(t) / 2 ** e > m_max:
+            e += 1
+        m = int(np.clip(np.round(t / 2 ** e), -m_max, m_max))
+        out[i] = m << e if m >= 0 else -((-m) << e)
+    assert_ok = bias_representable(out, prof)
+    if not assert_ok.all():  # pragma: no cover - construction guarantees it
+        raise CompileError("internal: loihi bias not representable")
+    return out
+
+
+def compile_checkpoint(path, profile: str | Profile) -> Program:
+    """Load a checkpoint (`snn.checkpoint`) and compile it."""
+    from snn.checkpoint import load_checkpoint
+    ckpt = load_checkpoint(path)
+    return compile_model(ckpt.spec, ckpt.state_dict, profile)
