@@ -1,0 +1,186 @@
+/* ports/host/main.c: the POSIX port of the firmware — the same protocol and neuron core as a
+ * board, serving a pseudo-terminal (--pty, what the emulator and the tests use: the host talks to
+ * it with pyserial exactly as to a USB serial board), stdin/stdout (--stdio) or an inherited file
+ * descriptor (--fd N).
+ *
+ *   spikeloop-fw-host --pty [--reboot-after N]
+ *     prints "SPIKELOOP_PTY <path>" on stdout, then serves the pty until stdin closes or
+ *     SIGTERM/SIGINT arrives. --reboot-after N cold-restarts the firmware (program lost, new
+ *     boot id) after every N request frames: a board reset with the USB-serial link staying up,
+ *     for the restart tests. */
+#define _XOPEN_SOURCE 700
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <termios.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "sl_proto.h"
+
+static sl_proto g_board; /* all firmware state: static, as on a board */
+static volatile sig_atomic_t g_stop = 0;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    g_stop = 1;
+}
+
+static int write_all(void *user, const uint8_t *data, size_t n)
+{
+    int fd = *(const int *)user;
+    while (n > 0) {
+        ssize_t k = write(fd, data, n);
+        if (k < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        data += k;
+        n -= (size_t)k;
+    }
+    return 0;
+}
+
+static uint32_t new_boot_id(void)
+{
+    static uint32_t boots = 0;
+    uint32_t t = (uint32_t)time(NULL), pid = (uint32_t)getpid();
+    boots++;
+    return (t * 2654435761u) ^ (pid << 16) ^ (boots * 40503u) ^ (uint32_t)clock();
+}
+
+static int make_raw(int fd)
+{
+    struct termios tio;
+    if (tcgetattr(fd, &tio) != 0)
+        return -1;
+    /* cfmakeraw() spelled out in POSIX terms (cfmakeraw itself is a BSD extension). */
+    tio.c_iflag &= ~(tcflag_t)(IGNBRK | BRKINT | PARMRK | ISTRIP | INLCR | IGNCR | ICRNL | IXON);
+    tio.c_oflag &= ~(tcflag_t)OPOST;
+    tio.c_lflag &= ~(tcflag_t)(ECHO | ECHONL | ICANON | ISIG | IEXTEN);
+    tio.c_cflag &= ~(tcflag_t)(CSIZE | PARENB);
+    tio.c_cflag |= CS8;
+    tio.c_cc[VMIN] = 1;
+    tio.c_cc[VTIME] = 0;
+    return tcsetattr(fd, TCSANOW, &tio);
+}
+
+static int open_pty(int *slave_fd)
+{
+    int m = posix_openpt(O_RDWR | O_NOCTTY);
+    const char *name;
+    if (m < 0 || grantpt(m) != 0 || unlockpt(m) != 0 || (name = ptsname(m)) == NULL) {
+        perror("spikeloop-fw-host: cannot create a pty");
+        return -1;
+    }
+    /* Keep our own slave descriptor open: the link then survives the host closing and reopening
+     * the port (as a USB serial board would), and the slave starts out in raw mode, so nothing
+     * the host sends before configuring the port is echoed back. */
+    *slave_fd = open(name, O_RDWR | O_NOCTTY);
+    if (*slave_fd < 0 || make_raw(*slave_fd) != 0) {
+        perror("spikeloop-fw-host: cannot configure the pty");
+        return -1;
+    }
+    printf("SPIKELOOP_PTY %s\n", name);
+    fflush(stdout);
+    return m;
+}
+
+static void usage(void)
+{
+    fprintf(stderr, "usage: spikeloop-fw-host (--pty | --stdio | --fd N) [--reboot-after N]\n");
+}
+
+int main(int argc, char **argv)
+{
+    int in_fd = -1, out_fd = -1, slave_fd = -1, watch_stdin = 0, i;
+    long reboot_after = 0;
+    sl_ostream out;
+    uint8_t buf[4096];
+
+    for (i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--pty") == 0) {
+            in_fd = out_fd = open_pty(&slave_fd);
+            if (in_fd < 0)
+                return 1;
+            watch_stdin = 1;
+        } else if (strcmp(argv[i], "--stdio") == 0) {
+            in_fd = 0;
+            out_fd = 1;
+        } else if (strcmp(argv[i], "--fd") == 0 && i + 1 < argc) {
+            in_fd = out_fd = atoi(argv[++i]);
+        } else if (strcmp(argv[i], "--reboot-after") == 0 && i + 1 < argc) {
+            reboot_after = atol(argv[++i]);
+        } else {
+            usage();
+            return 2;
+        }
+    }
+    if (in_fd < 0) {
+        usage();
+        return 2;
+    }
+    signal(SIGTERM, on_signal);
+    signal(SIGINT, on_signal);
+    signal(SIGPIPE, SIG_IGN);
+
+    out.write = write_all;
+    out.user = &out_fd;
+    sl_proto_init(&g_board, out, new_boot_id());
+
+    while (!g_stop) {
+        struct pollfd fds[2];
+        nfds_t nfds = 1;
+        ssize_t n;
+        fds[0].fd = in_fd;
+        fds[0].events = POLLIN;
+        if (watch_stdin) {
+            fds[1].fd = 0;
+            fds[1].events = POLLIN;
+            nfds = 2;
+        }
+        if (poll(fds, nfds, -1) < 0) {
+            if (errno == EINTR)
+                continue;
+            perror("spikeloop-fw-host: poll");
+            return 1;
+        }
+        if (watch_stdin && (fds[1].revents & (POLLIN | POLLHUP | POLLERR))) {
+            n = read(0, buf, sizeof buf);
+            if (n <= 0)
+                break; /* the parent closed our stdin: shut down */
+        }
+        if (!(fds[0].revents & (POLLIN | POLLHUP | POLLERR)))
+            continue;
+        n = read(in_fd, buf, sizeof buf);
+        if (n < 0 && (errno == EINTR || errno == EAGAIN))
+            continue;
+        if (n < 0 && errno == EIO && slave_fd >= 0)
+            continue;
+        if (n <= 0)
+            break;
+        if (reboot_after > 0) {
+            ssize_t k;
+            for (k = 0; k < n; k++) {
+                if (sl_proto_feed(&g_board, buf + k, 1) != SL_OK)
+                    return 1;
+                if (g_board.requests >= (uint32_t)reboot_after) {
+                    fprintf(stderr, "spikeloop-fw-host: simulated board restart\n");
+                    sl_proto_init(&g_board, out, new_boot_id());
+                }
+            }
+        } else if (sl_proto_feed(&g_board, buf, (size_t)n) != SL_OK) {
+            fprintf(stderr, "spikeloop-fw-host: output failed: %s\n", strerror(errno));
+            return 1;
+        }
+    }
+    if (slave_fd >= 0)
+        close(slave_fd);
+    return 0;
+}

@@ -1,0 +1,438 @@
+/* sl_proto.c: request dispatcher of the board (docs/protocol.md, sections 3 and 4). */
+#include "sl_proto.h"
+
+#include <string.h>
+
+#include "sl_crc.h"
+#include "sl_le.h"
+
+#define RUN_HEADER 10u
+
+static uint8_t *program_bytes(sl_proto *ctx)
+{
+    return (uint8_t *)ctx->program_words;
+}
+
+void sl_proto_init(sl_proto *ctx, sl_ostream out, uint32_t boot_id)
+{
+    static const char build[] = SL_BUILD_STRING;
+    ctx->out = out;
+    sl_rx_init(&ctx->rx);
+    ctx->boot_id = boot_id;
+    ctx->build_id = sl_crc32_update(0, (const uint8_t *)build, sizeof build - 1u);
+    ctx->requests = 0;
+    ctx->have_last = 0;
+    ctx->tx_len = 0;
+    ctx->loading = 0;
+    ctx->loaded = 0;
+    ctx->program_crc = 0;
+    ctx->step = 0;
+    sl_diag_clear(&ctx->diag);
+}
+
+/* ---- responses ---------------------------------------------------------------------------- */
+
+static sl_status send_bytes(sl_proto *ctx, const uint8_t *p, size_t n)
+{
+    return ctx->out.write(ctx->out.user, p, n) == 0 ? SL_OK : SL_ERR_IO;
+}
+
+/* Encode a response into the cache buffer (remembered for duplicate suppression) and send it. */
+static sl_status respond(sl_proto *ctx, const sl_frame *req, uint8_t type, size_t len)
+{
+    sl_status st = sl_frame_encode(SL_PROTOCOL_VERSION, type, req->seq, ctx->payload, len, ctx->tx,
+                                   sizeof ctx->tx, &ctx->tx_len);
+    if (st != SL_OK) /* cannot happen: payload is at most SL_MAX_PAYLOAD and tx is sized for it */
+        return st;
+    ctx->have_last = 1;
+    ctx->last_seq = req->seq;
+    ctx->last_crc = req->crc;
+    return send_bytes(ctx, ctx->tx, ctx->tx_len);
+}
+
+static size_t error_payload(uint8_t *p, const sl_diag *d)
+{
+    p[0] = (uint8_t)d->code;
+    p[1] = d->detail;
+    sl_put_u32(p + 2, d->value);
+    memcpy(p + 6, d->msg, d->msg_len);
+    return 6u + d->msg_len;
+}
+
+static sl_status respond_error(sl_proto *ctx, const sl_frame *req)
+{
+    return respond(ctx, req, SL_MSG_ERROR, error_payload(ctx->payload, &ctx->diag));
+}
+
+/* NACK for a frame that did not arrive intact: seq 0xFFFF, never cached. */
+static sl_status nack(sl_proto *ctx, sl_status code, const char *msg)
+{
+    uint8_t p[6 + SL_DIAG_MSG_MAX];
+    size_t n = 0;
+    sl_diag d;
+    sl_diag_clear(&d);
+    (void)sl_diag_set(&d, code, 0, 0, msg, 0, 0, 0);
+    if (sl_frame_encode(SL_PROTOCOL_VERSION, SL_MSG_ERROR, SL_SEQ_NACK, p, error_payload(p, &d),
+                        ctx->nack, sizeof ctx->nack, &n) != SL_OK)
+        return SL_ERR_NO_SPACE;
+    return send_bytes(ctx, ctx->nack, n);
+}
+
+static sl_status fail(sl_proto *ctx, sl_status code, uint8_t detail, uint32_t value,
+                      const char *a, int has_n, uint32_t n, const char *b)
+{
+    sl_diag_clear(&ctx->diag);
+    return sl_diag_set(&ctx->diag, code, detail, value, a, has_n, n, b);
+}
+
+/* ---- requests: each returns the payload length of its response, or sets ctx->diag ------- */
+
+static sl_status do_hello(sl_proto *ctx, const sl_frame *f, size_t *len)
+{
+    static const char name[] = SL_BOARD_NAME;
+    uint8_t *p = ctx->payload;
+    size_t name_len = sizeof name - 1u;
+
+    if (f->len != 2)
+        return fail(ctx, SL_ERR_BAD_LENGTH, SL_MSG_HELLO, f->len, "HELLO payload must be 2 bytes",
+                    0, 0, 0);
+    if (SL_PROTOCOL_VERSION < f->payload[0] || SL_PROTOCOL_VERSION > f->payload[1])
+        return fail(ctx, SL_ERR_VERSION_MISMATCH, SL_PROTOCOL_VERSION,
+                    (uint32_t)SL_PROTOCOL_MIN_VERSION | ((uint32_t)SL_PROTOCOL_VERSION << 8),
+                    "board speaks protocol ", 1, SL_PROTOCOL_VERSION, 0);
+    if (name_len > 32u)
+        name_len = 32u;
+    p[0] = SL_PROTOCOL_VERSION;
+    p[1] = SL_PROTOCOL_MIN_VERSION;
+    p[2] = SL_FW_VERSION_MAJOR;
+    p[3] = SL_FW_VERSION_MINOR;
+    p[4] = SL_FW_VERSION_PATCH;
+    p[5] = SL_PROFILE_MCU;
+    p[6] = ctx->loaded ? 1u : 0u;
+    p[7] = 0;
+    sl_put_u16(p + 8, SL_MAX_PAYLOAD);
+    sl_put_u32(p + 10, SL_MAX_PROGRAM_BYTES);
+    sl_put_u16(p + 14, SL_MAX_LAYERS);
+    sl_put_u16(p + 16, SL_MAX_NEURONS);
+    sl_put_u16(p + 18, SL_MAX_INPUTS);
+    sl_put_u32(p + 20, ctx->build_id);
+    sl_put_u32(p + 24, ctx->boot_id);
+    sl_put_u32(p + 28, ctx->loaded ? ctx->program_crc : 0u);
+    p[32] = (uint8_t)name_len;
+    memcpy(p + 33, name, name_len);
+    *len = 33u + name_len;
+    return SL_OK;
+}
+
+static sl_status do_reset(sl_proto *ctx, const sl_frame *f, size_t *len)
+{
+    if (f->len != 1)
+        return fail(ctx, SL_ERR_BAD_LENGTH, SL_MSG_RESET, f->len, "RESET payload must be 1 byte",
+                    0, 0, 0);
+    if (f->payload[0] > 1)
+        return fail(ctx, SL_ERR_BAD_INPUT, SL_MSG_RESET, f->payload[0], "unknown RESET mode", 0,
+                    0, 0);
+    ctx->step = 0;
+    if (f->payload[0] == 1) {
+        ctx->loaded = 0;
+        ctx->loading = 0;
+        ctx->program_crc = 0;
+    } else if (ctx->loaded) {
+        sl_core_reset(&ctx->core, &ctx->prog);
+    }
+    ctx->payload[0] = f->payload[0];
+    *len = 1;
+    return SL_OK;
+}
+
+static sl_status do_load(sl_proto *ctx, const sl_frame *f, size_t *len)
+{
+    uint32_t total, offset, crc, n;
+
+    if (f->len < 12)
+        return fail(ctx, SL_ERR_BAD_LENGTH, SL_MSG_LOAD, f->len, "LOAD payload under 12 bytes", 0,
+                    0, 0);
+    total = sl_get_u32(f->payload);
+    offset = sl_get_u32(f->payload + 4);
+    crc = sl_get_u32(f->payload + 8);
+    n = f->len - 12u;
+    if (total > SL_MAX_PROGRAM_BYTES)
+        return fail(ctx, SL_ERR_PROGRAM_TOO_LARGE, 0, SL_MAX_PROGRAM_BYTES, "program of ", 1,
+                    total, " bytes exceeds board memory");
+    if (offset == 0) {
+        ctx->loaded = 0;
+        ctx->program_crc = 0;
+        ctx->loading = 1;
+        ctx->load_total = total;
+        ctx->load_crc = crc;
+        ctx->load_received = 0;
+    } else if (!ctx->loading || total != ctx->load_total || crc != ctx->load_crc ||
+               offset != ctx->load_received) {
+        return fail(ctx, SL_ERR_BAD_OFFSET, 0, ctx->loading ? ctx->load_received : 0,
+                    "LOAD chunk at offset ", 1, offset, " out of order");
+    }
+    if (n > total - offset)
+        return fail(ctx, SL_ERR_BAD_LENGTH, SL_MSG_LOAD, n, "LOAD chunk runs past total", 0, 0,
+                    0);
+    memcpy(program_bytes(ctx) + offset, f->payload + 12, n);
+    ctx->load_received += n;
+    if (ctx->load_received == total) {
+        uint32_t got = sl_crc32_update(0, program_bytes(ctx), total);
+        sl_status st;
+        ctx->loading = 0;
+        if (got != ctx->load_crc)
+            return fail(ctx, SL_ERR_CHECKSUM_MISMATCH, 0, got, "program CRC-32 mismatch", 0, 0, 0);
+        sl_diag_clear(&ctx->diag);
+        st = sl_program_parse(program_bytes(ctx), total, &ctx->prog, &ctx->diag);
+        if (st != SL_OK)
+            return st;
+        ctx->loaded = 1;
+        ctx->program_crc = got;
+        ctx->step = 0;
+        sl_core_reset(&ctx->core, &ctx->prog);
+    }
+    sl_put_u32(ctx->payload, ctx->load_received);
+    ctx->payload[4] = (ctx->loaded && ctx->load_received == total) ? 1u : 0u;
+    *len = 5;
+    return SL_OK;
+}
+
+/* Width of counts and indices in address events for n neurons. */
+static uint32_t event_width(uint32_t n)
+{
+    return n <= 255u ? 1u : 2u;
+}
+
+static uint32_t get_w(const uint8_t *p, uint32_t w)
+{
+    return w == 1u ? p[0] : sl_get_u16(p);
+}
+
+static void put_w(uint8_t *p, uint32_t w, uint32_t v)
+{
+    if (w == 1u)
+        p[0] = (uint8_t)v;
+    else
+        sl_put_u16(p, (uint16_t)v);
+}
+
+/* Check the spike data of a RUN completely before any step runs, so that a bad frame leaves the
+ * neuron state untouched. */
+static sl_status check_input(sl_proto *ctx, uint8_t enc, const uint8_t *d, uint32_t n,
+                             uint32_t n_steps)
+{
+    uint32_t N = ctx->prog.num_inputs, row = (N + 7u) / 8u, w = event_width(N), s, r = 0;
+    if (enc == SL_ENC_BITMAP) {
+        uint8_t tail = (uint8_t)((N % 8u) ? (0xFFu << (N % 8u)) & 0xFFu : 0u);
+        if (n != n_steps * row)
+            return fail(ctx, SL_ERR_BAD_LENGTH, SL_MSG_RUN, n, "RUN bitmap length wrong", 0, 0, 0);
+        for (s = 0; s < n_steps; s++)
+            if (d[s * row + row - 1u] & tail)
+                return fail(ctx, SL_ERR_BAD_INPUT, SL_MSG_RUN, s, "RUN bitmap bit beyond input ",
+                            1, N, 0);
+        return SL_OK;
+    }
+    for (s = 0; s < n_steps; s++) {
+        uint32_t c, k, prev = 0;
+        if (n - r < w)
+            return fail(ctx, SL_ERR_BAD_LENGTH, SL_MSG_RUN, n, "RUN events truncated", 0, 0, 0);
+        c = get_w(d + r, w);
+        r += w;
+        if (c > N || (n - r) / w < c)
+            return fail(ctx, SL_ERR_BAD_LENGTH, SL_MSG_RUN, n, "RUN events truncated", 0, 0, 0);
+        for (k = 0; k < c; k++) {
+            uint32_t a = get_w(d + r, w);
+            r += w;
+            if (a >= N || (k > 0 && a <= prev))
+                return fail(ctx, SL_ERR_BAD_INPUT, SL_MSG_RUN, a,
+                            "RUN event index out of range or order, step ", 1, s, 0);
+            prev = a;
+        }
+    }
+    if (r != n)
+        return fail(ctx, SL_ERR_BAD_LENGTH, SL_MSG_RUN, n, "RUN events length wrong", 0, 0, 0);
+    return SL_OK;
+}
+
+static sl_status do_run(sl_proto *ctx, const sl_frame *f, size_t *len)
+{
+    const uint8_t *p = f->payload;
+    uint8_t flags, enc, *out = ctx->payload;
+    uint32_t T, first, n_steps, N_in, N_out, row_in, row_out, w_out, bitmap_bytes, events_bytes;
+    uint32_t s, i, r = 0, o, L;
+    sl_status st;
+
+    if (f->len < RUN_HEADER)
+        return fail(ctx, SL_ERR_BAD_LENGTH, SL_MSG_RUN, f->len, "RUN payload under 10 bytes", 0, 0,
+                    0);
+    if (!ctx->loaded)
+        return fail(ctx, SL_ERR_NOT_LOADED, 0, 0, "RUN before a program is loaded", 0, 0, 0);
+    flags = p[0];
+    enc = p[1];
+    T = sl_get_u16(p + 2);
+    first = sl_get_u32(p + 4);
+    n_steps = sl_get_u16(p + 8);
+    if ((flags & ~(SL_RUN_BEGIN | SL_RUN_COUNTERS)) || enc > SL_ENC_EVENTS || T == 0 ||
+        n_steps == 0)
+        return fail(ctx, SL_ERR_BAD_INPUT, SL_MSG_RUN, 0, "RUN flags/encoding/T/n_steps invalid",
+                    0, 0, 0);
+    N_in = ctx->prog.num_inputs;
+    N_out = ctx->prog.num_outputs;
+    L = ctx->prog.num_layers;
+    row_in = (N_in + 7u) / 8u;
+    row_out = (N_out + 7u) / 8u;
+    w_out = event_width(N_out);
+    (void)row_in;
+    if (RUN_HEADER + n_steps * row_out + ((flags & SL_RUN_COUNTERS) ? 1u + 8u * L : 0u) >
+        SL_MAX_PAYLOAD)
+        return fail(ctx, SL_ERR_OVERFLOW, 1, SL_MAX_PAYLOAD, "OUTPUT for ", 1, n_steps,
+                    " steps would not fit a frame");
+    if (first != ((flags & SL_RUN_BEGIN) ? 0u : ctx->step))
+        return fail(ctx, SL_ERR_BAD_STEP, 0, (flags & SL_RUN_BEGIN) ? 0u : ctx->step,
+                    "RUN first_step ", 1, first, " is not the board's step");
+    st = check_input(ctx, enc, p + RUN_HEADER, f->len - RUN_HEADER, n_steps);
+    if (st != SL_OK)
+        return st;
+
+    if (flags & SL_RUN_BEGIN)
+        ctx->step = 0;
+    memset(ctx->counters, 0, sizeof ctx->counters);
+    memset(ctx->bitmap, 0, n_steps * row_out);
+    events_bytes = 0;
+    r = RUN_HEADER;
+    for (s = 0; s < n_steps; s++) {
+        uint32_t spikes = 0;
+        if (ctx->step % T == 0u)
+            sl_core_reset(&ctx->core, &ctx->prog);
+        if (enc == SL_ENC_BITMAP) {
+            for (i = 0; i < N_in; i++)
+                ctx->in_spk[i] = (uint8_t)((p[r + i / 8u] >> (i % 8u)) & 1u);
+            r += row_in;
+        } else {
+            uint32_t w = event_width(N_in), c = get_w(p + r, w), k;
+            memset(ctx->in_spk, 0, N_in);
+            r += w;
+            for (k = 0; k < c; k++, r += w)
+                ctx->in_spk[get_w(p + r, w)] = 1;
+        }
+        sl_core_step(&ctx->core, &ctx->prog, ctx->in_spk, ctx->out_spk,
+                     (flags & SL_RUN_COUNTERS) ? ctx->counters : 0);
+        for (i = 0; i < N_out; i++)
+            if (ctx->out_spk[i]) {
+                ctx->bitmap[s * row_out + i / 8u] |= (uint8_t)(1u << (i % 8u));
+                spikes++;
+            }
+        events_bytes += w_out * (1u + spikes);
+        ctx->step++;
+    }
+
+    bitmap_bytes = n_steps * row_out;
+    out[0] = (uint8_t)(flags & SL_RUN_COUNTERS);
+    sl_put_u16(out + 2, (uint16_t)T);
+    sl_put_u32(out + 4, first);
+    sl_put_u16(out + 8, (uint16_t)n_steps);
+    o = RUN_HEADER;
+    if (events_bytes < bitmap_bytes) {
+        out[1] = SL_ENC_EVENTS;
+        for (s = 0; s < n_steps; s++) {
+            uint32_t count_at = o, c = 0;
+            o += w_out;
+            for (i = 0; i < N_out; i++)
+                if ((ctx->bitmap[s * row_out + i / 8u] >> (i % 8u)) & 1u) {
+                    put_w(out + o, w_out, i);
+                    o += w_out;
+                    c++;
+                }
+            put_w(out + count_at, w_out, c);
+        }
+    } else {
+        out[1] = SL_ENC_BITMAP;
+        memcpy(out + o, ctx->bitmap, bitmap_bytes);
+        o += bitmap_bytes;
+    }
+    if (flags & SL_RUN_COUNTERS) {
+        out[o++] = (uint8_t)L;
+        for (i = 0; i < L; i++, o += 8u) {
+            sl_put_u32(out + o, ctx->counters[i].spikes);
+            sl_put_u32(out + o + 4u, ctx->counters[i].synops);
+        }
+    }
+    *len = o;
+    return SL_OK;
+}
+
+/* ---- dispatch ----------------------------------------------------------------------------- */
+
+static sl_status handle(sl_proto *ctx, const sl_frame *f)
+{
+    size_t len = 0;
+    sl_status st;
+
+    ctx->requests++;
+    if (f->version != SL_PROTOCOL_VERSION) {
+        fail(ctx, SL_ERR_VERSION_MISMATCH, SL_PROTOCOL_VERSION,
+             (uint32_t)SL_PROTOCOL_MIN_VERSION | ((uint32_t)SL_PROTOCOL_VERSION << 8),
+             "board speaks protocol ", 1, SL_PROTOCOL_VERSION, 0);
+        return respond_error(ctx, f);
+    }
+    if (f->type == SL_MSG_HELLO)
+        ctx->have_last = 0;
+    else if (ctx->have_last && f->seq == ctx->last_seq && f->crc == ctx->last_crc)
+        return send_bytes(ctx, ctx->tx, ctx->tx_len); /* a retransmission: answer, don't redo */
+
+    sl_diag_clear(&ctx->diag);
+    switch (f->type) {
+    case SL_MSG_HELLO:
+        st = do_hello(ctx, f, &len);
+        break;
+    case SL_MSG_PING:
+        memcpy(ctx->payload, f->payload, f->len);
+        len = f->len;
+        st = SL_OK;
+        break;
+    case SL_MSG_RESET:
+        st = do_reset(ctx, f, &len);
+        break;
+    case SL_MSG_LOAD:
+        st = do_load(ctx, f, &len);
+        break;
+    case SL_MSG_RUN:
+        st = do_run(ctx, f, &len);
+        break;
+    default:
+        st = fail(ctx, SL_ERR_UNKNOWN_TYPE, f->type, f->type, "unknown message type ", 1, f->type,
+                  0);
+        break;
+    }
+    if (st != SL_OK)
+        return respond_error(ctx, f);
+    return respond(ctx, f, (uint8_t)(f->type | SL_MSG_RESPONSE), len);
+}
+
+sl_status sl_proto_feed(sl_proto *ctx, const uint8_t *data, size_t n)
+{
+    size_t i;
+    for (i = 0; i < n; i++) {
+        sl_frame f;
+        sl_status st = SL_OK;
+        switch (sl_rx_push(&ctx->rx, data[i], &f)) {
+        case SL_RX_FRAME:
+            st = handle(ctx, &f);
+            break;
+        case SL_RX_BAD_CRC:
+            st = nack(ctx, SL_ERR_BAD_CRC, "frame CRC mismatch");
+            break;
+        case SL_RX_BAD_FRAMING:
+            st = nack(ctx, SL_ERR_BAD_FRAMING, "frame COBS error or runt");
+            break;
+        case SL_RX_OVERFLOW:
+            st = nack(ctx, SL_ERR_OVERFLOW, "frame longer than the receive buffer");
+            break;
+        default:
+            break;
+        }
+        if (st == SL_ERR_IO)
+            return st;
+    }
+    return SL_OK;
+}
