@@ -7,6 +7,7 @@ reproducible on CPU; under DDP every rank encodes the same global batch and keep
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import os
@@ -157,7 +158,8 @@ class Trainer:
         net = model
         if self.world > 1:
             net = torch.nn.parallel.DistributedDataParallel(
-                model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+                model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                **_no_buffer_sync())
         opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs) if cfg.lr_schedule else None
         norm = loss_normalizer(cfg.loss, self.num_classes)
@@ -170,7 +172,8 @@ class Trainer:
             nb = math.ceil(n / cfg.batch_size)
             bar = tqdm(range(nb), desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
                        disable=not cfg.progress or self.rank != 0)
-            tot_loss, tot_correct, tot = 0.0, 0, 0
+            # [summed loss, correct, samples] of this rank's shards, kept on the device (no per-batch sync)
+            stats = torch.zeros(3, dtype=torch.float64, device=self.device)
             t0 = time.perf_counter()
             for b in bar:
                 idx = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
@@ -180,22 +183,30 @@ class Trainer:
                 lo, hi = _shard(len(idx), self.rank, self.world)
                 spk_in, y = spk_in[:, lo:hi].to(self.device), y[lo:hi].to(self.device)
                 out = net(spk_in)
-                loss = _loss_sum(cfg.loss, out.spikes, y) * (self.world / (len(idx) * norm))
+                loss_sum = _loss_sum(cfg.loss, out.spikes, y).sum()
+                # DDP averages gradients over ranks, so scale by world: the update is that of the
+                # global batch's mean loss (snnTorch's reduction="mean")
+                loss = loss_sum * (self.world / (len(idx) * norm))
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
                 with torch.no_grad():
-                    correct = (predict(out.spikes.sum(0)) == y).sum().item()
-                tot_loss += loss.item() * (hi - lo) / self.world
-                tot_correct += correct
-                tot += hi - lo
+                    correct = (predict(out.spikes.sum(0)) == y).sum()
+                    stats[0] += loss_sum.detach().double() / norm
+                    stats[1] += correct
+                    stats[2] += hi - lo
                 samples_seen += len(idx)
-                bar.set_postfix(loss=f"{tot_loss / max(tot, 1) * self.world:.3f}", acc=f"{tot_correct / max(tot, 1):.3f}")
+                if b % 20 == 0 or b == nb - 1:
+                    s_loss, s_correct, s_n = stats.tolist()
+                    bar.set_postfix(loss=f"{s_loss / max(s_n, 1):.3f}", acc=f"{s_correct / max(s_n, 1):.3f}")
             train_time += time.perf_counter() - t0
             if sched:
                 sched.step()
-            rec = {"epoch": epoch + 1, "train_loss": tot_loss / max(tot, 1) * self.world,
-                   "train_accuracy": tot_correct / max(tot, 1), "lr": opt.param_groups[0]["lr"],
+            if self.world > 1:
+                dist.all_reduce(stats)  # whole-epoch totals over all ranks
+            s_loss, s_correct, s_n = stats.tolist()
+            rec = {"epoch": epoch + 1, "train_loss": s_loss / max(s_n, 1),
+                   "train_accuracy": s_correct / max(s_n, 1), "lr": opt.param_groups[0]["lr"],
                    "epoch_seconds": time.perf_counter() - t0}
             if self.val_x is not None:
                 rec["val_accuracy"] = evaluate(model, self.val_x, self.val_y, cfg.eval_seed)["accuracy"]
@@ -234,6 +245,14 @@ class Trainer:
     def _write_metrics(self, history):
         if self.out_dir is not None:
             write_text_atomic(self.out_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history))
+
+
+def _no_buffer_sync() -> dict:
+    """DDP options that stop the per-forward buffer broadcast: snnTorch neurons keep their last
+    state in buffers whose shape follows the per-rank batch, and there is nothing in them to
+    synchronise (torch >= 2.13 names the option forward_sync_buffers)."""
+    params = inspect.signature(torch.nn.parallel.DistributedDataParallel.__init__).parameters
+    return {"forward_sync_buffers": False} if "forward_sync_buffers" in params else {"broadcast_buffers": False}
 
 
 def _shard(n: int, rank: int, world: int) -> tuple[int, int]:

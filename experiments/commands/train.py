@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 
 from experiments.output import add_json_flag, emit
 from experiments.plots import learning_curves, spike_raster
@@ -14,7 +15,7 @@ from snn.data import load_dataset, subset
 from snn.encoding import encode_samples
 from snn.presets import PRESETS, preset
 from snn.spec import load_spec
-from snn.training import EVAL_SEED, Trainer, TrainConfig
+from snn.training import EVAL_SEED, Trainer, TrainConfig, init_distributed_from_env
 
 
 def register(sub) -> None:
@@ -73,6 +74,17 @@ def fit_inputs(spec, x):
 
 
 def run(args) -> int:
+    """Train; under `torchrun` (WORLD_SIZE > 1) every rank trains its shard of each global batch
+    with DistributedDataParallel and only rank 0 writes files and prints."""
+    started = init_distributed_from_env()
+    try:
+        return _run(args)
+    finally:
+        if started and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _run(args) -> int:
     t_start = time.perf_counter()
     data = load_data(args)
     spec = make_spec(args, data)
@@ -101,7 +113,7 @@ def run(args) -> int:
         "val_accuracy": result.val_accuracy, "best_epoch": result.best_epoch, "epochs": len(result.history),
         "num_steps": spec.num_steps, "train_samples": len(trainer.train_x),
         "train_samples_per_s": result.train_samples_per_s, "train_seconds": result.train_seconds,
-        "seconds": time.perf_counter() - t_start, "device": str(trainer.device),
+        "seconds": time.perf_counter() - t_start, "device": str(trainer.device), "world_size": trainer.world,
         "checkpoint": result.checkpoint, "metrics": out / "metrics.jsonl", "plots": plots,
     }, args.json, title=f"trained {spec.name} on {data.name} -> {result.checkpoint}")
     return 0
