@@ -1,0 +1,140 @@
+"""The compiler: exact reproduction of the float model when every value is representable (an
+independent check of the float->integer mapping for every neuron type and reset), refusals naming
+the layer and the limit, scale choice, the compile report, and a trained digits model on mcu/xylo."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from hw.compiler import CompileError, best_weight_scale, compile_checkpoint, compile_model
+from hw.deploy import device_inputs, float_predictions, run_dataset
+from hw.device import open_device
+from snn.model import build_model
+from snn.presets import conv, fc
+from snn.spec import Flatten, Leaky, Linear, ModelSpec, RLeaky, Synaptic
+
+
+def grid_weights(shape, gen):
+    """Weights k/32 with max |W| = 127/32, so the compiler's scale (127/max|W|) is exactly 32."""
+    w = torch.randint(-127, 128, shape, generator=gen).to(torch.float64) / 32
+    w.view(-1)[0] = 127 / 32
+    return w
+
+
+def representable_model(neuron, reset, beta):
+    gen = torch.Generator().manual_seed(1)
+    kw = dict(beta=beta, threshold=1.0, reset=reset)
+    if neuron == "synaptic":
+        make = lambda: Synaptic(alpha=0.5, **kw)  # noqa: E731
+    elif neuron == "rleaky":
+        make = lambda: RLeaky(all_to_all=True, **kw)  # noqa: E731
+    elif neuron == "rleaky_elementwise":
+        make = lambda: RLeaky(all_to_all=False, V=-0.25, **kw)  # noqa: E731
+    else:
+        make = lambda: Leaky(**kw)  # noqa: E731
+    spec = ModelSpec(layers=(Flatten(), Linear(6, 5), make(), Linear(5, 3), make()), input_shape=(1, 2, 3),
+                     num_steps=10)
+    model = build_model(spec, dtype=torch.float64)
+    sd = model.state_dict()
+    for k in sd:
+        if k.endswith("weight"):
+            sd[k] = grid_weights(sd[k].shape, gen)
+        elif k.endswith("bias"):
+            sd[k] = torch.randint(-8, 9, sd[k].shape, generator=gen).to(torch.float64) / 32
+    return spec, sd
+
+
+@pytest.mark.parametrize("neuron", ["leaky", "synaptic", "rleaky", "rleaky_elementwise"])
+@pytest.mark.parametrize("reset", ["subtract", "zero"])
+@pytest.mark.parametrize("beta", [0.0, 0.5, 1.0])
+def test_mcu_reproduces_float_model_exactly_when_representable(neuron, reset, beta):
+    """Weights k/32, beta in {0, 1/2, 1}, alpha 1/2, T = 10: every float value is a multiple of
+    2^-15 and every integer rule exact, so the device spikes must equal the float64 model's."""
+    spec, sd = representable_model(neuron, reset, beta)
+    prog = compile_model(spec, sd, "mcu")
+    for rep in prog.report["layers"]:
+        assert rep["weight_relative_rmse"] == 0 and rep["beta"]["max_abs_error"] == 0
+    model = build_model(spec, sd, dtype=torch.float64)
+    g = torch.Generator().manual_seed(2)
+    x = (torch.rand(10, 16, 1, 2, 3, generator=g) < 0.6).to(torch.float64)
+    with torch.no_grad():
+        out = model(x, record=True)
+    with open_device("sim", profile="mcu") as dev:
+        dev.load(prog)
+        res = dev.run(x.reshape(10, 16, 6), probe=True)
+    assert torch.equal(res.output_spikes.to(torch.float64), out.spikes)
+    assert torch.equal(res.layer_spikes[0].to(torch.float64), out.record[2]["spikes"].reshape(10, 16, 5))
+    assert out.spikes.sum() > 0 and out.record[2]["spikes"].sum() > 0
+    # the integer membrane is the float membrane times the layer scale K
+    K = prog.report["layers"][1]["scale"]
+    assert torch.equal(res.membranes[1].to(torch.float64), out.mem * K)
+
+
+def test_refusals_name_layer_and_limit():
+    c = conv((1, 8, 8), 10)
+    with pytest.raises(CompileError, match=r"layer 0 \(conv2d\).*'mcu' does not support convolution"):
+        compile_model(c, build_model(c).state_dict(), "mcu")
+    s = fc((1, 8, 8), 10, hidden=16)
+    sd = build_model(s).state_dict()
+    with pytest.raises(CompileError, match=r"layer 2 \(leaky\): reset 'subtract' is not supported by "
+                                           r"profile 'loihi' \(supported: \['zero'\]\)"):
+        compile_model(s, sd, "loihi")
+    wide = fc((1, 8, 8), 10, hidden=600)
+    with pytest.raises(CompileError, match=r"layer 2 \(leaky\): 600 neurons exceed .*max_neurons_per_layer=512"):
+        compile_model(wide, build_model(wide).state_dict(), "mcu")
+    big_in = fc((1, 40, 40), 10, hidden=16)
+    with pytest.raises(CompileError, match="fan-in 1600 exceeds .*max_fan_in=1024"):
+        compile_model(big_in, build_model(big_in).state_dict(), "mcu")
+    syn = ModelSpec(layers=(Linear(4, 3), Synaptic(reset="zero")), input_shape=(4,))
+    with pytest.raises(CompileError, match=r"layer 1 \(synaptic\): neuron type 'synaptic' is not supported "
+                                           r"by profile 'loihi'"):
+        compile_model(syn, build_model(syn).state_dict(), "loihi")
+    two = ModelSpec(layers=(Linear(4, 3), Linear(3, 3), Leaky()), input_shape=(4,))
+    with pytest.raises(CompileError, match="two linear layers"):
+        compile_model(two, build_model(two).state_dict(), "mcu")
+    deep = ModelSpec(layers=tuple(x for _ in range(9) for x in (Linear(4, 4), Leaky())), input_shape=(4,))
+    with pytest.raises(CompileError, match="9 device layers exceed .*max_layers=8"):
+        compile_model(deep, build_model(deep).state_dict(), "mcu")
+
+
+def test_best_scale_never_worse_than_plain_max_scaling():
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        w = rng.standard_t(3, size=(64, 32)) * 0.1  # heavy tails: clipping a few outliers pays off
+        s, mse = best_weight_scale(w)
+        s0 = 127 / np.abs(w).max()
+        mse0 = np.mean((w - np.clip(np.round(w * s0), -128, 127) / s0) ** 2)
+        assert mse <= mse0 and s >= s0
+
+
+def test_xylo_report_shows_power_of_two_beta():
+    s = fc((1, 8, 8), 10, hidden=16, beta=0.9)
+    prog = compile_model(s, build_model(s).state_dict(), "xylo")
+    rep = prog.report["layers"][0]
+    assert rep["beta"]["effective_mean"] == pytest.approx(0.875)  # 1 - 2^-3 is the nearest
+    assert rep["beta"]["max_abs_error"] == pytest.approx(0.025, abs=1e-6)
+    assert "notes" in rep
+
+
+def test_trained_digits_on_mcu_and_xylo(trained_digits_checkpoint, digits):
+    """Compiled for mcu the trained model predicts like the float model on >= 97 % of the test set;
+    xylo (power-of-two decays, different reset order) on >= 90 %."""
+    from snn.checkpoint import load_checkpoint
+    ck = load_checkpoint(trained_digits_checkpoint)
+    model = ck.build(dtype=torch.float32).eval()
+    x = digits.test_x[:120]
+    _, fpred = float_predictions(model, ck.spec, x)
+    inputs = device_inputs(ck.spec, x, range(len(x)))
+    for profile, min_agree in (("mcu", 0.97), ("xylo", 0.90)):
+        prog = compile_checkpoint(trained_digits_checkpoint, profile)
+        with open_device("sim", profile=profile) as dev:
+            dev.load(prog.to_bytes())
+            run = run_dataset(dev, ck.spec, x, batch_size=50, inputs=inputs)
+        agree = (run.predictions == fpred).float().mean().item()
+        assert agree >= min_agree, (profile, agree)
+        assert math.isclose(sum(c["spikes"] for c in run.counters.values()),
+                            float(run.output_spikes.sum()) + run.counters[0]["spikes"])

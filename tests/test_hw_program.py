@@ -1,0 +1,171 @@
+"""Device program bytes: the layout of docs/program_format.md read back with `struct` (not with
+hw.program), a bitwise CRC-32, round trips, and refusal of corrupt, truncated, other-version and
+out-of-profile programs with clear errors."""
+
+from __future__ import annotations
+
+import json
+import struct
+
+import numpy as np
+import pytest
+
+from hw.program import LayerProgram, Program, ProgramError
+
+
+def crc32_bitwise(data: bytes) -> int:
+    """CRC-32/ISO-HDLC written out from its definition (reflected poly 0xEDB88320)."""
+    crc = 0xFFFFFFFF
+    for byte in data:
+        crc ^= byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ (0xEDB88320 if crc & 1 else 0)
+    return crc ^ 0xFFFFFFFF
+
+
+def small_program(profile="mcu"):
+    l0 = LayerProgram("synaptic", "subtract", 3, np.array([[1, -2, 3], [127, -128, 0]]),
+                      np.array([5, -6]), np.array([100, 200]), np.array([410, 0]), decay_syn=np.array([7, 8]))
+    l1 = LayerProgram("rleaky_dense", "zero", 0, np.array([[4, 5]]), np.array([0]), np.array([9]),
+                      np.array([4096]), rec_weights=np.array([[-3]]), rec_shift=2)
+    return Program(profile, (l0, l1), num_steps=25, dt_ns=1_000_000, name="tiny")
+
+
+def test_crc_definition():
+    assert crc32_bitwise(b"123456789") == 0xCBF43926
+
+
+def test_header_and_record_layout_by_hand():
+    blob = small_program().to_bytes()
+    assert blob[:4] == b"SLPG"
+    version, pid, flags, total, crc = struct.unpack_from("<HBBII", blob, 4)
+    assert (version, pid, flags, total) == (1, 1, 0, len(blob))
+    assert crc == crc32_bitwise(blob[:12] + blob[16:])
+    assert struct.unpack_from("<HHHHII", blob, 16) == (2, 3, 1, 25, 1_000_000, 0)
+    assert blob[32:48] == b"tiny" + b"\0" * 12
+    # record 0: synaptic (2), subtract (0), w_shift 3, fan_in 3, N 2
+    rtype, ntype, reset, wsh, fan_in, n, rsh, fl, res, size = struct.unpack_from("<BBBBHHBBHI", blob, 48)
+    assert (rtype, ntype, reset, wsh, fan_in, n, rsh, fl, res) == (1, 2, 0, 3, 3, 2, 0, 0, 0)
+    # 16 + pad4(6) + 8 + 8 + pad4(4) + pad4(4) = 48
+    assert size == 48
+    off = 48 + 16
+    assert list(struct.unpack_from("<6b", blob, off)) == [1, -2, 3, 127, -128, 0]
+    assert blob[off + 6: off + 8] == b"\0\0"
+    assert struct.unpack_from("<2i2i2H2H", blob, off + 8) == (5, -6, 100, 200, 410, 0, 7, 8)
+    # record 1: rleaky dense (3), zero (1), rec_shift 2; 16 + 4 + 4 + 4 + 4 + 4 = 36
+    r1 = 48 + 48
+    assert struct.unpack_from("<BBBBHHBBHI", blob, r1) == (1, 3, 1, 0, 2, 1, 2, 0, 0, 36)
+    assert struct.unpack_from("<2b", blob, r1 + 16) == (4, 5)
+    assert struct.unpack_from("<iiH", blob, r1 + 20) == (0, 9, 4096)
+    assert struct.unpack_from("<b", blob, r1 + 32) == (-3,)
+    assert len(blob) == 48 + 48 + 36
+    assert all(x % 4 == 0 for x in (48, 96, len(blob)))
+
+
+def test_round_trip_and_json_view():
+    prog = small_program()
+    blob = prog.to_bytes()
+    back = Program.from_bytes(blob)
+    assert back.to_bytes() == blob
+    for a, b in zip(prog.layers, back.layers):
+        for (name, x), (_, y) in zip(a.sections(), b.sections()):
+            assert np.array_equal(x, y), name
+    view = json.loads(prog.to_json())
+    assert view["crc32"] == f"0x{crc32_bitwise(blob[:12] + blob[16:]):08x}"
+    assert view["layers"][0]["weights"] == [[1, -2, 3], [127, -128, 0]]
+    assert view["layers"][1]["rec_shift"] == 2 and view["size_bytes"] == len(blob)
+
+
+def test_save_and_load(tmp_path):
+    prog = small_program()
+    path = prog.save(tmp_path / "p.slpg")
+    assert Program.load(path).to_bytes() == prog.to_bytes()
+    with pytest.raises(FileNotFoundError, match="not found"):
+        Program.load(tmp_path / "missing.slpg")
+
+
+def test_every_single_byte_corruption_is_refused():
+    blob = small_program().to_bytes()
+    for i in range(len(blob)):
+        bad = bytearray(blob)
+        bad[i] ^= 0x5A
+        with pytest.raises(ProgramError):
+            Program.from_bytes(bytes(bad))
+
+
+@pytest.mark.parametrize("cut", [0, 10, 47, 48, 60, 131])
+def test_truncated_is_refused(cut):
+    blob = small_program().to_bytes()
+    with pytest.raises(ProgramError, match="truncated"):
+        Program.from_bytes(blob[:cut])
+
+
+def _restamp(blob: bytearray) -> bytes:
+    """Fix the CRC after an edit so the check under test is the one that fires."""
+    struct.pack_into("<I", blob, 12, crc32_bitwise(bytes(blob[:12] + blob[16:])))
+    return bytes(blob)
+
+
+def test_other_version_magic_trailing_and_profile_are_refused():
+    blob = bytearray(small_program().to_bytes())
+    v2 = bytearray(blob)
+    struct.pack_into("<H", v2, 4, 2)
+    with pytest.raises(ProgramError, match="version 2 is not supported.*version 1"):
+        Program.from_bytes(_restamp(v2))
+    bad_magic = bytearray(blob)
+    bad_magic[:4] = b"ELF\x7f"
+    with pytest.raises(ProgramError, match="magic"):
+        Program.from_bytes(_restamp(bad_magic))
+    with pytest.raises(ProgramError, match="trailing"):
+        Program.from_bytes(bytes(blob) + b"\0\0\0\0")
+    with pytest.raises(ProgramError, match="for profile 'mcu'.*'xylo'"):
+        Program.from_bytes(bytes(blob), expected_profile="xylo")
+    unknown = bytearray(blob)
+    unknown[6] = 9
+    with pytest.raises(ProgramError, match="unknown profile id 9"):
+        Program.from_bytes(_restamp(unknown))
+    pad = bytearray(blob)
+    pad[48 + 16 + 6] = 1  # padding after the first weights
+    with pytest.raises(ProgramError, match="padding"):
+        Program.from_bytes(_restamp(pad))
+    size = bytearray(blob)
+    struct.pack_into("<I", size, 48 + 12, 52)
+    with pytest.raises(ProgramError, match="record_size 52"):
+        Program.from_bytes(_restamp(size))
+
+
+def test_layer_validation_messages():
+    w = np.zeros((2, 3), dtype=np.int64)
+    ok = dict(bias=np.zeros(2, int), threshold=np.ones(2, int), decay_mem=np.zeros(2, int))
+    with pytest.raises(ProgramError, match="decay_syn is required"):
+        LayerProgram("synaptic", "subtract", 0, w, **ok)
+    with pytest.raises(ProgramError, match="neuron_type must be one of"):
+        LayerProgram("izhikevich", "subtract", 0, w, **ok)
+    with pytest.raises(ProgramError, match="weights must hold integers in the int8 range"):
+        LayerProgram("leaky", "subtract", 0, w + 200, **ok)
+    with pytest.raises(ProgramError, match="bias must have shape"):
+        LayerProgram("leaky", "subtract", 0, w, **(ok | {"bias": np.zeros(3, int)}))
+    with pytest.raises(ProgramError, match="w_shift"):
+        LayerProgram("leaky", "subtract", 21, w, **ok)
+
+
+def test_profile_limits_are_enforced():
+    big = LayerProgram("leaky", "subtract", 0, np.zeros((2, 3), int), np.zeros(2, int),
+                       np.array([1, 40000]), np.zeros(2, int))
+    Program("mcu", (big,))
+    with pytest.raises(ProgramError, match=r"layer 0: thresholds must be in \[1, 32767\].*xylo"):
+        Program("xylo", (big,))
+    with pytest.raises(ProgramError, match="reset 'subtract' is not supported by profile 'loihi'"):
+        Program("loihi", (big,))
+    wide = LayerProgram("leaky", "subtract", 0, np.zeros((513, 2), int), np.zeros(513, int),
+                        np.ones(513, int), np.zeros(513, int))
+    with pytest.raises(ProgramError, match="513 neurons exceed.*max_neurons_per_layer=512"):
+        Program("mcu", (wide,))
+    a = LayerProgram("leaky", "subtract", 0, np.zeros((2, 3), int), np.zeros(2, int), np.ones(2, int),
+                     np.zeros(2, int))
+    with pytest.raises(ProgramError, match="layer 1: fan-in 3 does not match the 2 neurons"):
+        Program("mcu", (a, a))
+    odd_bias = LayerProgram("leaky", "zero", 0, np.zeros((1, 3), int), np.array([4097]), np.ones(1, int),
+                            np.zeros(1, int))
+    with pytest.raises(ProgramError, match="mantissa"):
+        Program("loihi", (odd_bias,))  # 4097 is odd and above the 12-bit mantissa
