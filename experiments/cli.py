@@ -12,8 +12,11 @@ import importlib
 import sys
 
 COMMANDS = [
+    "experiments.commands.devices",
     "experiments.commands.train",
     "experiments.commands.evaluate",
+    "experiments.commands.export",
+    "experiments.commands.deploy",
 ]
 
 

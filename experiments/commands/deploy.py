@@ -1,0 +1,80 @@
+"""`spikeloop deploy CKPT --device URI --profile P`: run a compiled checkpoint on a device over the
+test set and compare with the float model (and, for devices other than `sim`, with `sim`)."""
+
+from __future__ import annotations
+
+import time
+
+from experiments.commands.train import add_dataset_args, fit_inputs, load_data
+from experiments.output import add_json_flag, emit
+from snn.checkpoint import load_checkpoint
+from snn.training import EVAL_SEED
+
+
+def register(sub) -> None:
+    p = sub.add_parser("deploy", help="run a checkpoint on a device (sim, sim:cuda, emulator, serial://...)")
+    p.add_argument("checkpoint")
+    p.add_argument("--device", default="sim", help="device URI: sim, sim:cuda, emulator, serial:///dev/ttyACM0?baud=...")
+    p.add_argument("--profile", default="mcu", help="chip profile: mcu, loihi, xylo")
+    add_dataset_args(p)
+    p.set_defaults(dataset=None)
+    p.add_argument("--batch-size", type=int, default=256, help="samples per Device.run call")
+    p.add_argument("--seed", type=int, default=EVAL_SEED, help="input encoding seed")
+    p.add_argument("--no-progress", action="store_true")
+    add_json_flag(p)
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    import torch
+
+    from hw.compiler import compile_model
+    from hw.deploy import device_inputs, float_predictions, run_dataset
+    from hw.device import open_device
+
+    t_start = time.perf_counter()
+    ckpt = load_checkpoint(args.checkpoint)
+    args.dataset = args.dataset or ckpt.extra.get("dataset", "digits")
+    data = load_data(args)
+    spec = ckpt.spec
+    x, y = fit_inputs(spec, data.test_x), data.test_y
+    prog = compile_model(spec, ckpt.state_dict, args.profile)
+    model = ckpt.build(dtype=torch.float32).eval()
+    _, fpred = float_predictions(model, spec, x, seed=args.seed)
+    inputs = device_inputs(spec, x, range(len(x)), args.seed)
+    link = None
+    with open_device(args.device, profile=args.profile) as dev:
+        info = dev.info()
+        dev.load(prog.to_bytes())
+        run = run_dataset(dev, spec, x, args.batch_size, args.seed, progress=not args.no_progress, inputs=inputs)
+        if hasattr(dev, "link_stats"):
+            link = dev.link_stats()
+    n, T = len(y), spec.num_steps
+    result = {
+        "checkpoint": args.checkpoint, "dataset": data.name, "device": args.device, "profile": prog.profile,
+        "device_info": info.to_dict(), "test_samples": n, "num_steps": T,
+        "device_accuracy": (run.predictions == y).float().mean().item(),
+        "float_accuracy": (fpred == y).float().mean().item(),
+        "agreement_with_float": (run.predictions == fpred).float().mean().item(),
+        "timesteps_per_s": n * T / run.seconds if run.seconds > 0 else None,
+        "samples_per_s": n / run.seconds if run.seconds > 0 else None,
+        "synops": sum(c["synops"] for c in run.counters.values()),
+        "spikes": sum(c["spikes"] for c in run.counters.values()),
+        "synops_per_sample": sum(c["synops"] for c in run.counters.values()) / n,
+        "layer_counters": run.counters, "program_bytes": prog.size_bytes(),
+        "program_crc32": f"0x{prog.checksum:08x}", "compile_report": prog.report["layers"],
+    }
+    result["accuracy_drop_points"] = 100 * (result["float_accuracy"] - result["device_accuracy"])
+    if args.device.strip().lower() != "sim":
+        with open_device("sim", profile=args.profile) as sim:
+            sim.load(prog.to_bytes())
+            ref = run_dataset(sim, spec, x, args.batch_size, args.seed, inputs=inputs)
+        same = (ref.output_spikes == run.output_spikes).flatten(2).all(dim=2).all(dim=0)
+        result["agreement_with_sim"] = same.float().mean().item()
+    if link is not None:
+        result["link_stats"] = link
+        if isinstance(link, dict) and "link_efficiency" in link:
+            result["link_efficiency"] = link["link_efficiency"]
+    result["seconds"] = time.perf_counter() - t_start
+    emit(result, args.json, title=f"deployed {args.checkpoint} on {args.device} ({prog.profile})")
+    return 0
