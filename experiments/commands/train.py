@@ -48,8 +48,12 @@ def add_dataset_args(p) -> None:
 
 def load_data(args):
     data = load_dataset(args.dataset, data_dir=args.data_dir, download=getattr(args, "download", False))
-    if args.max_train or args.max_test:
-        data = subset(data, max_train=args.max_train, max_test=args.max_test, seed=0)
+    # two calls: the test subset must not depend on --max-train, so that `spikeloop eval CKPT
+    # --max-test N` sees the same test samples as the training run did
+    if args.max_test:
+        data = subset(data, max_test=args.max_test, seed=0)
+    if args.max_train:
+        data = subset(data, max_train=args.max_train, seed=0)
     return data
 
 
@@ -61,6 +65,8 @@ def make_spec(args, data):
         if args.hidden and args.model == "fc":
             kw["hidden"] = args.hidden
         return preset(args.model, data.input_shape, data.num_classes, **kw)
+    if not Path(args.model).exists() and Path(args.model).suffix not in (".json", ".toml"):
+        preset(args.model, data.input_shape, data.num_classes)  # raises: unknown preset, names the known ones
     spec = load_spec(args.model)
     if spec.input_shape != tuple(data.input_shape) and spec.input_shape != (int(torch.tensor(data.input_shape).prod()),):
         raise ValueError(f"spec input_shape {spec.input_shape} does not fit dataset {args.dataset} "
