@@ -17,6 +17,7 @@ COMMANDS = [
     "experiments.commands.evaluate",
     "experiments.commands.export",
     "experiments.commands.deploy",
+    "experiments.commands.crosscheck",
 ]
 
 

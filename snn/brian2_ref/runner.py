@@ -1,0 +1,289 @@
+"""Build a Brian2 network from a `NetworkPlan`, run it on input spikes, return spikes and membranes.
+
+Schedule (all objects in Brian2's `thresholds` slot of every step, in this `order`):
+
+    0            input SpikeGeneratorGroup emits the spikes of step t
+    10k + 1      feed-forward synapses into layer k  (X_post += w; sees layer k-1's spikes of step t)
+    10k + 2      layer k's update (run_regularly: the snnTorch step, reads R and Xrec)
+    10k + 3      layer k's threshold (v > threshold)
+    10k + 4      layer k's reset (R = 1, used by the next step's update)
+    10k + 5      layer k's recurrent synapses (Xrec_post += w; consumed at step t + 1)
+
+so one Brian2 time step is one snnTorch step with no synaptic delay between layers. Samples run
+back to back in one Brian2 run (the update zeroes the state on each sample's first step).
+
+Targets: "numpy" (default, no compiler), "cython" (compiled once per code text, cached), and
+"cpp_standalone" (a whole C++ project, built in a subprocess because Brian2's device is global
+state; the project folder is cached per network structure). Compiled targets use
+`STRICT_FP_FLAGS` instead of Brian2's default `-ffast-math`, which would reorder float
+arithmetic. Cache root: `$SPIKELOOP_BRIAN2_CACHE`, else `$XDG_CACHE_HOME/spikeloop/brian2`,
+else `~/.cache/spikeloop/brian2` (see `cache_root`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import equations as eq
+from .mapping import Connection, LayerPlan, NetworkPlan
+
+TARGETS = ("numpy", "cython", "cpp_standalone")
+# Brian2's default GCC flags minus -ffast-math/-march=native, and no fused multiply-add contraction:
+# every statement of the update rounds exactly as snnTorch's separate tensor ops do.
+STRICT_FP_FLAGS = ["-w", "-O3", "-fno-fast-math", "-ffp-contract=off", "-std=c++11"]
+
+_PREFS_LOCK = threading.Lock()
+
+
+@dataclass
+class Brian2Result:
+    """What Brian2 computed, per spiking layer (spec index):
+    layers[i] = {"spikes": [T, B, N] float64 {0,1}, "mem": [T, B, N] float64 (, "syn": [T, B, N])}.
+    seconds: wall time of building and running (compilation included); build/run split in `timing`."""
+
+    layers: dict[int, dict[str, np.ndarray]]
+    seconds: float
+    target: str
+    timing: dict[str, float]
+
+
+def cache_root() -> Path:
+    """Folder for compiled Brian2 code: $SPIKELOOP_BRIAN2_CACHE, $XDG_CACHE_HOME/spikeloop/brian2
+    or ~/.cache/spikeloop/brian2."""
+    env = os.environ.get("SPIKELOOP_BRIAN2_CACHE")
+    if env:
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "spikeloop" / "brian2"
+
+
+def check_inputs(plan: NetworkPlan, inputs: np.ndarray) -> np.ndarray:
+    """inputs: [T, B, *input_shape] spikes in {0, 1} -> bool [T, B, n_input]; ValueError otherwise."""
+    inputs = np.asarray(inputs)
+    want = (plan.num_steps, "B") + tuple(plan.input_shape)
+    if inputs.ndim != 2 + len(plan.input_shape) or tuple(inputs.shape[2:]) != tuple(plan.input_shape) \
+            or inputs.shape[0] != plan.num_steps or inputs.shape[1] < 1:
+        raise ValueError(f"input spikes must be [T, B, *input_shape] = {list(want)}, got {list(inputs.shape)}")
+    if not np.all((inputs == 0) | (inputs == 1)):
+        raise ValueError("input spikes must be 0 or 1 (the Brian2 reference takes binary spike input)")
+    return inputs.reshape(inputs.shape[0], inputs.shape[1], -1).astype(bool)
+
+
+@contextlib.contextmanager
+def brian2_prefs(target: str, cache_dir: Path | None = None):
+    """Set Brian2's global code-generation preferences for `target` and restore them afterwards."""
+    from brian2 import prefs
+
+    if target not in TARGETS:
+        raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
+    root = Path(cache_dir) if cache_dir is not None else cache_root()
+    new = {
+        "codegen.target": "numpy" if target == "cpp_standalone" else target,
+        "codegen.cpp.extra_compile_args_gcc": list(STRICT_FP_FLAGS),
+        "codegen.runtime.cython.cache_dir": str(root / "cython"),
+        "codegen.runtime.cython.multiprocess_safe": True,
+        "core.default_float_dtype": np.float64,
+    }
+    with _PREFS_LOCK:
+        old = {k: prefs[k] for k in new}
+        try:
+            for k, v in new.items():
+                prefs[k] = v
+            yield
+        finally:
+            for k, v in old.items():
+                prefs[k] = v
+
+
+def _connect(b2, source, target, conn: Connection, on_pre: str, order: int, clock, name: str):
+    syn = b2.Synapses(source, target, eq.SYNAPSE_MODEL, on_pre=on_pre, clock=clock, name=name)
+    if len(conn.pre):
+        syn.connect(i=conn.pre, j=conn.post)
+        syn.w[:] = conn.weight
+    syn.pre.when = "thresholds"
+    syn.pre.order = order
+    return syn
+
+
+def build_network(plan: NetworkPlan, spikes: np.ndarray):
+    """Create the Brian2 objects (under the current device/prefs). spikes: bool [T, B, n_input].
+    Returns (Network, {spec index: (StateMonitor, SpikeMonitor)}, total steps)."""
+    import brian2 as b2
+
+    T, B, n_in = spikes.shape
+    clock = b2.Clock(dt=plan.dt_s * b2.second, name="spikeloop_clock*")
+    # sample b, step t -> Brian2 step b*T + t
+    t_idx, b_idx, ch = np.nonzero(spikes)
+    steps = b_idx.astype(np.int64) * T + t_idx
+    order = np.lexsort((ch, steps))
+    inp = b2.SpikeGeneratorGroup(n_in, ch[order].astype(np.int64), steps[order] * clock.dt, clock=clock,
+                                 when="thresholds", order=0, sorted=True, name="spikeloop_input*")
+    objects = [inp]
+    monitors = {}
+    source = inp
+    for k, layer in enumerate(plan.layers, start=1):
+        base = 10 * k
+        g = b2.NeuronGroup(layer.n, eq.model_equations(layer.kind), threshold=eq.THRESHOLD, reset=eq.RESET,
+                           clock=clock, namespace={"num_steps": T}, name=f"spikeloop_layer{layer.spec_index}*")
+        for name, values in layer.params.items():
+            setattr(g, name, values)
+        g.thresholder["spike"].when = "thresholds"
+        g.thresholder["spike"].order = base + 3
+        g.resetter["spike"].when = "thresholds"
+        g.resetter["spike"].order = base + 4
+        upd = g.run_regularly(eq.update_code(layer.kind, layer.reset), when="thresholds", order=base + 2,
+                              name=f"spikeloop_update{layer.spec_index}*")
+        objects += [g, upd, _connect(b2, source, g, layer.feedforward, eq.FEEDFORWARD_ON_PRE, base + 1, clock,
+                                     f"spikeloop_ff{layer.spec_index}*")]
+        if layer.recurrent is not None:
+            objects.append(_connect(b2, g, g, layer.recurrent, eq.RECURRENT_ON_PRE, base + 5, clock,
+                                    f"spikeloop_rec{layer.spec_index}*"))
+        variables = ["v", "I"] if layer.kind == "synaptic" else ["v"]
+        state_mon = b2.StateMonitor(g, variables, record=True, when="end", clock=clock)
+        spike_mon = b2.SpikeMonitor(g, when="end")
+        objects += [state_mon, spike_mon]
+        monitors[layer.spec_index] = (state_mon, spike_mon)
+        source = g
+    return b2.Network(*objects), monitors, T * B
+
+
+def collect(plan: NetworkPlan, monitors, T: int, B: int) -> dict[int, dict[str, np.ndarray]]:
+    """Monitor contents as {spec index: {"spikes"|"mem"|"syn": [T, B, N] float64}}."""
+    out = {}
+    for layer in plan.layers:
+        state_mon, spike_mon = monitors[layer.spec_index]
+        v = np.asarray(state_mon.v_ if hasattr(state_mon, "v_") else state_mon.v, dtype=np.float64)
+        if v.shape != (layer.n, T * B):
+            raise RuntimeError(f"Brian2 recorded {v.shape[1]} steps of layer {layer.spec_index}, expected {T * B}")
+        rec = {"mem": v.reshape(layer.n, B, T).transpose(2, 1, 0).copy()}
+        if layer.kind == "synaptic":
+            rec["syn"] = np.asarray(state_mon.I_, dtype=np.float64).reshape(layer.n, B, T).transpose(2, 1, 0).copy()
+        spikes = np.zeros((B * T, layer.n))
+        step = np.rint(np.asarray(spike_mon.t_) / plan.dt_s).astype(np.int64)
+        spikes[step, np.asarray(spike_mon.i, dtype=np.int64)] = 1.0
+        rec["spikes"] = spikes.reshape(B, T, layer.n).transpose(1, 0, 2).copy()
+        out[layer.spec_index] = rec
+    return out
+
+
+def _simulate(plan: NetworkPlan, spikes: np.ndarray, standalone_dir: Path | None = None, progress: bool = False):
+    """Build and run under the current prefs/device; returns (layers, timing)."""
+    import brian2 as b2
+
+    T, B, _ = spikes.shape
+    t0 = time.perf_counter()
+    net, monitors, n_steps = build_network(plan, spikes)
+    t1 = time.perf_counter()
+    net.run(n_steps * plan.dt_s * b2.second, namespace={}, report="stderr" if progress else None)
+    if standalone_dir is not None:
+        b2.device.build(directory=str(standalone_dir), compile=True, run=True, with_output=False)
+    t2 = time.perf_counter()
+    layers = collect(plan, monitors, T, B)
+    return layers, {"build_seconds": t1 - t0, "run_seconds": t2 - t1}
+
+
+def run_brian2(plan: NetworkPlan, inputs, target: str = "numpy", cache_dir: str | Path | None = None,
+               progress: bool = False) -> Brian2Result:
+    """Simulate `plan` in Brian2 on input spikes [T, B, *input_shape] (0/1) with the given target.
+
+    Brian2 always computes in float64. numpy and cython run in this process (preferences are set
+    for the call and restored); cpp_standalone runs in a subprocess (`python -m
+    snn.brian2_ref.standalone`) in a project folder cached per network structure.
+    progress: Brian2 reports the run's progress on stderr (numpy and cython)."""
+    if target not in TARGETS:
+        raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
+    spikes = check_inputs(plan, inputs)
+    import brian2  # noqa: F401  (imported before the clock starts: a one-time cost, not the simulation's)
+
+    t0 = time.perf_counter()
+    if target == "cpp_standalone":
+        layers, timing = _run_standalone(plan, spikes, cache_dir)
+    else:
+        with brian2_prefs(target, cache_dir):
+            layers, timing = _simulate(plan, spikes, progress=progress)
+    return Brian2Result(layers, time.perf_counter() - t0, target, timing)
+
+
+# ---------------------------------------------------------------------------------------------
+# cpp_standalone: the plan and inputs go to a subprocess as one .npz file.
+
+def plan_to_arrays(plan: NetworkPlan) -> dict[str, np.ndarray]:
+    """A plan as flat numpy arrays (with a JSON header under "meta") for `np.savez`."""
+    meta = {"input_shape": list(plan.input_shape), "num_steps": plan.num_steps, "dt_s": plan.dt_s, "layers": []}
+    arrays = {}
+    for k, layer in enumerate(plan.layers):
+        meta["layers"].append({"spec_index": layer.spec_index, "kind": layer.kind, "reset": layer.reset,
+                               "shape": list(layer.shape), "params": sorted(layer.params),
+                               "recurrent": layer.recurrent is not None, "chain": list(layer.chain),
+                               "n_pre": layer.feedforward.n_pre})
+        for name, v in layer.params.items():
+            arrays[f"l{k}_p_{name}"] = v
+        for tag, conn in (("ff", layer.feedforward), ("rec", layer.recurrent)):
+            if conn is not None:
+                arrays[f"l{k}_{tag}_pre"], arrays[f"l{k}_{tag}_post"] = conn.pre, conn.post
+                arrays[f"l{k}_{tag}_w"] = conn.weight
+    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    return arrays
+
+
+def plan_from_arrays(arrays) -> NetworkPlan:
+    meta = json.loads(bytes(arrays["meta"]).decode())
+    layers = []
+    n_src = int(np.prod(meta["input_shape"]))
+    for k, m in enumerate(meta["layers"]):
+        n = int(np.prod(m["shape"]))
+        ff = Connection(arrays[f"l{k}_ff_pre"], arrays[f"l{k}_ff_post"], arrays[f"l{k}_ff_w"], n_src, n)
+        rec = Connection(arrays[f"l{k}_rec_pre"], arrays[f"l{k}_rec_post"], arrays[f"l{k}_rec_w"], n, n) \
+            if m["recurrent"] else None
+        layers.append(LayerPlan(m["spec_index"], m["kind"], m["reset"], tuple(m["shape"]),
+                                {p: arrays[f"l{k}_p_{p}"] for p in m["params"]}, ff, rec, tuple(m["chain"])))
+        n_src = n
+    return NetworkPlan(tuple(layers), tuple(meta["input_shape"]), meta["num_steps"], meta["dt_s"])
+
+
+def _structure_key(plan: NetworkPlan, spikes: np.ndarray) -> str:
+    """Hash of what the generated C++ code depends on (sizes, kinds, reset modes, run length)."""
+    import brian2
+
+    desc = {"brian2": brian2.__version__, "flags": STRICT_FP_FLAGS, "steps": list(spikes.shape),
+            "dt_s": plan.dt_s, "layers": [(l.kind, l.reset, l.n, l.feedforward.n_pre, l.recurrent is not None)
+                                          for l in plan.layers]}
+    return hashlib.sha256(json.dumps(desc).encode()).hexdigest()[:16]
+
+
+def _run_standalone(plan: NetworkPlan, spikes: np.ndarray, cache_dir):
+    from filelock import FileLock
+
+    root = Path(cache_dir) if cache_dir is not None else cache_root()
+    project = root / "cpp_standalone" / _structure_key(plan, spikes)
+    project.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="spikeloop_b2sa_") as tmp:
+        src, dst = Path(tmp) / "in.npz", Path(tmp) / "out.npz"
+        np.savez(src, spikes=spikes, **plan_to_arrays(plan))
+        with FileLock(str(project) + ".lock"):
+            proc = subprocess.run([sys.executable, "-m", "snn.brian2_ref.standalone", str(src), str(dst),
+                                   str(project), str(root)], capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"Brian2 cpp_standalone run failed (exit {proc.returncode}):\n"
+                               f"{proc.stderr[-3000:]}")
+        with np.load(dst) as z:
+            layers: dict[int, dict[str, np.ndarray]] = {}
+            for key in z.files:
+                if key == "timing":
+                    continue
+                idx, name = key.split("_", 1)
+                layers.setdefault(int(idx), {})[name] = z[key]
+            timing = json.loads(bytes(z["timing"]).decode())
+    return layers, timing
