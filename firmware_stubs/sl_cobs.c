@@ -15,6 +15,17 @@ sl_status sl_cobs_encode(const sl_bytes *parts, size_t nparts, uint8_t *out, siz
     for (p = 0; p < nparts; p++) {
         for (i = 0; i < parts[p].len; i++) {
             uint8_t b = parts[p].data[i];
+            if (code == 0xFF) {
+                /* The previous block holds 254 data bytes: close it (no implied zero). Done
+                 * lazily, so data ending on a full block gets no extra empty block (standard
+                 * COBS). */
+                out[code_at] = code;
+                code_at = w;
+                if (w >= cap)
+                    return SL_ERR_NO_SPACE;
+                w++;
+                code = 1;
+            }
             if (b == 0) {
                 out[code_at] = code;
                 code_at = w;
@@ -28,15 +39,6 @@ sl_status sl_cobs_encode(const sl_bytes *parts, size_t nparts, uint8_t *out, siz
                 return SL_ERR_NO_SPACE;
             out[w++] = b;
             code++;
-            if (code == 0xFF) {
-                /* A full block of 254 data bytes: close it (no implied zero). */
-                out[code_at] = code;
-                code_at = w;
-                if (w >= cap)
-                    return SL_ERR_NO_SPACE;
-                w++;
-                code = 1;
-            }
         }
     }
     out[code_at] = code;

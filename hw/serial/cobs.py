@@ -1,7 +1,8 @@
 """COBS (Consistent Overhead Byte Stuffing): byte strings without 0x00, for 0x00-delimited frames.
 
-Same output as the firmware's `sl_cobs_encode` (docs/protocol.md, section 1): a block of 254 data
-bytes is closed with code 0xFF, and a trailing empty block is always written.
+Standard COBS (Cheshire & Baker 1999), the same bytes as the firmware's `sl_cobs_encode`
+(docs/protocol.md, section 1): a block of 254 data bytes has code 0xFF and no implied zero; data
+that ends on such a block gets no extra empty block.
 """
 
 from __future__ import annotations
@@ -14,11 +15,15 @@ class CobsError(ValueError):
 def cobs_encode(data: bytes) -> bytes:
     """Encode `data` (no delimiter added). len(out) <= len(data) + len(data) // 254 + 1."""
     out = bytearray()
-    for part in bytes(data).split(b"\x00"):
+    parts = bytes(data).split(b"\x00")
+    last = len(parts) - 1
+    for k, part in enumerate(parts):
         while len(part) >= 254:
             out.append(0xFF)
             out += part[:254]
             part = part[254:]
+            if not part and k == last:
+                return bytes(out)  # ends on a full block: no trailing empty block
         out.append(len(part) + 1)
         out += part
     return bytes(out)
