@@ -18,6 +18,7 @@ COMMANDS = [
     "experiments.commands.export",
     "experiments.commands.deploy",
     "experiments.commands.crosscheck",
+    "experiments.commands.continual",
 ]
 
 

@@ -1,0 +1,1 @@
+"""Continual-learning benchmark runner (HLOP and baselines): schedules, the comparison, plots."""
