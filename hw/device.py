@@ -118,9 +118,11 @@ def check_input_spikes(spikes: torch.Tensor, num_inputs: int) -> torch.Tensor:
         raise ValueError(f"spikes must be [T, B, {num_inputs}] (the program's inputs), got {list(spikes.shape)}")
     if spikes.shape[0] < 1 or spikes.shape[1] < 1:
         raise ValueError(f"spikes must have T >= 1 and B >= 1, got {list(spikes.shape)}")
-    if spikes.is_floating_point() and not torch.isfinite(spikes).all():
-        raise ValueError("spikes contain NaN or infinity")
-    if ((spikes != 0) & (spikes != 1)).any():
+    if spikes.dtype in (torch.uint8, torch.bool):
+        bad = spikes.dtype == torch.uint8 and bool(spikes.max() > 1)  # unsigned: only > 1 is wrong
+    else:
+        bad = bool(((spikes != 0) & (spikes != 1)).any())  # also catches NaN
+    if bad:
         raise ValueError("spikes must be 0 or 1")
     return spikes.to(torch.uint8)
 

@@ -1,8 +1,9 @@
 """The integer arithmetic of each chip profile as pure torch functions (docs/fixed_point.md).
 
-`step(profile, a, state, params) -> (spikes, state)` advances one layer by one time step: `a` is the
-layer's synaptic input `A = (W · s) << w_shift` for the step, `[B, N]` int64; `state` a
-`NeuronState` of `[B, N]` int64 tensors; `params` the layer's `LayerParams`. Every operation is exact
+`step(profile, x, state, params) -> (spikes, state)` advances one layer by one time step: `x` is the
+layer's drive for the step, `drive(profile, A, params)` of its synaptic input `A = (W · s) << w_shift`
+(the part of the update that does not depend on the state, computed for all steps at once),
+`[B, N]` int64; `state` a `NeuronState` of `[B, N]` int64 tensors; `params` the layer's `LayerParams`. Every operation is exact
 integer arithmetic on int64 tensors (CPU or CUDA); `exact_dot` computes the weighted spike sums with a
 float GEMM only where the result is provably exact, otherwise in float64 (exact below 2**53).
 """
@@ -22,7 +23,7 @@ F64_EXACT = 2 ** 53
 
 class NeuronState(NamedTuple):
     """u: membrane (loihi: voltage v); i: synaptic current (loihi: current u; unused by leaky mcu);
-    r: the layer's spikes (counts for xylo) of the previous step. All [B, N] int64."""
+    r: the layer's spikes of the previous step (bool; int64 counts for xylo). All [B, N]."""
 
     u: torch.Tensor
     i: torch.Tensor
@@ -36,7 +37,7 @@ class LayerParams(NamedTuple):
     neuron_type: str
     reset: str
     w_shift: int
-    weights_t: torch.Tensor          # [M, N] float32, integer valued
+    weights_t: torch.Tensor          # [M, N + 1] float32, integer valued; last column all ones
     bias: torch.Tensor
     threshold: torch.Tensor
     decay_mem: torch.Tensor
@@ -53,14 +54,16 @@ def layer_params(layer: LayerProgram, device: torch.device | str) -> LayerParams
     def mat_t(a):
         return None if a is None else torch.as_tensor(a.astype("float32").T.copy(), device=device)
 
-    return LayerParams(layer.neuron_type, layer.reset, int(layer.w_shift), mat_t(layer.weights),
+    w_t1 = torch.cat([mat_t(layer.weights), torch.ones(layer.fan_in, 1, device=device)], dim=1)
+    return LayerParams(layer.neuron_type, layer.reset, int(layer.w_shift), w_t1,
                        vec(layer.bias), vec(layer.threshold), vec(layer.decay_mem), vec(layer.decay_syn),
                        mat_t(layer.rec_weights), int(layer.rec_shift), vec(layer.rec_gain))
 
 
-def init_state(batch: int, n: int, device) -> NeuronState:
+def init_state(batch: int, n: int, device, counts: bool = False) -> NeuronState:
+    """Zero state; r is bool (one spike per step) or int64 spike counts (`counts`, xylo)."""
     z = torch.zeros(batch, n, dtype=torch.int64, device=device)
-    return NeuronState(z, z, z)
+    return NeuronState(z, z, z if counts else torch.zeros(batch, n, dtype=torch.bool, device=device))
 
 
 def _float32_gemm_is_exact(device: torch.device) -> bool:
@@ -75,10 +78,18 @@ def _float32_gemm_is_exact(device: torch.device) -> bool:
     return True
 
 
+def exact_dot_counted(s: torch.Tensor, w_t1: torch.Tensor, max_count: int) -> tuple[torch.Tensor, int]:
+    """`exact_dot` with weights `w_t1` = [M, N + 1] whose last column is all ones: returns the
+    [B, N] sums and the total input count Σ s (the ones column sums each row in the same GEMM,
+    exactly, since a row sum is at most M · max_count)."""
+    out = exact_dot(s, w_t1, max_count)
+    return out[:, :-1], int(out[:, -1].sum())
+
+
 def exact_dot(s: torch.Tensor, w_t: torch.Tensor, max_count: int) -> torch.Tensor:
     """Σ_j s[b, j] · W[j, n] exactly, as int64 [B, N].
 
-    s: [B, M] non-negative integer counts (≤ max_count; spikes are 0/1); w_t: [M, N] integer-valued
+    s: [B, M] non-negative integer counts (≤ max_count; spikes are 0/1), any dtype; w_t: [M, N] integer-valued
     float32 with |W| ≤ 128. Every partial sum is bounded by M · 128 · max_count; below 2**24 a float32
     GEMM is exact whatever its summation order, below 2**53 a float64 GEMM is."""
     bound = w_t.shape[0] * 128 * max(int(max_count), 1)
@@ -100,21 +111,24 @@ def sat(x: torch.Tensor, bits: int) -> torch.Tensor:
 
 def mcu_decay(x: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
     """sign(x) · ((|x| · (4096 − d) + 2048) >> 12): Q0.12 decay rounded half away from zero."""
-    m = (x.abs() * (4096 - d) + 2048) >> 12
-    return torch.where(x < 0, -m, m)
+    return ((x.abs() * (4096 - d) + 2048) >> 12) * x.sign()
 
 
-def mcu_step(a: torch.Tensor, state: NeuronState, p: LayerParams) -> tuple[torch.Tensor, NeuronState]:
-    """One step of an `mcu` layer (docs/fixed_point.md, profile mcu)."""
-    x = sat(a + p.bias, 32)
+def mcu_drive(a: torch.Tensor, p: LayerParams) -> torch.Tensor:
+    """X = sat32(A + b): the input current of the step."""
+    return sat(a + p.bias, 32)
+
+
+def mcu_step(x: torch.Tensor, state: NeuronState, p: LayerParams) -> tuple[torch.Tensor, NeuronState]:
+    """One step of an `mcu` layer (docs/fixed_point.md, profile mcu). x: X = mcu_drive(A).
+    Spikes and R are bool tensors."""
     r = state.r
-    fired = r > 0
     i = state.i
     if p.neuron_type == "leaky":
         if p.reset == "subtract":
             u = sat(mcu_decay(state.u, p.decay_mem) + x - r * p.threshold, 32)
         else:
-            u = torch.where(fired, x, sat(mcu_decay(state.u, p.decay_mem) + x, 32))
+            u = torch.where(r, x, sat(mcu_decay(state.u, p.decay_mem) + x, 32))
     else:
         if p.neuron_type == "synaptic":
             i = sat(mcu_decay(state.i, p.decay_syn) + x, 32)
@@ -127,8 +141,8 @@ def mcu_step(a: torch.Tensor, state: NeuronState, p: LayerParams) -> tuple[torch
         if p.reset == "subtract":
             u = sat(v - r * p.threshold, 32)
         else:
-            u = torch.where(fired, torch.zeros_like(v), sat(v, 32))
-    s = (u > p.threshold).to(torch.int64)
+            u = torch.where(r, 0, sat(v, 32))
+    s = u > p.threshold
     return s, NeuronState(u, i, s)
 
 
@@ -140,19 +154,24 @@ LOIHI_DU_LEAKY = 4095  # du of a leaky layer: with ds_offset = 1 the current kee
 
 def loihi_decay(x: torch.Tensor, d_eff: torch.Tensor | int) -> torch.Tensor:
     """sign(x) · ((|x| · (4096 − d_eff)) >> 12): Lava's decay, truncating toward zero."""
-    m = (x.abs() * (4096 - d_eff)) >> 12
-    return torch.where(x < 0, -m, m)
+    return ((x.abs() * (4096 - d_eff)) >> 12) * x.sign()
 
 
-def loihi_step(a: torch.Tensor, state: NeuronState, p: LayerParams) -> tuple[torch.Tensor, NeuronState]:
-    """One step of a `loihi` layer: Lava's PyLifModelBitAcc arithmetic (docs/fixed_point.md)."""
+def loihi_drive(a: torch.Tensor, p: LayerParams) -> torch.Tensor:
+    """a << 6: Lava's MSB alignment of the synaptic input."""
+    return a << 6
+
+
+def loihi_step(x: torch.Tensor, state: NeuronState, p: LayerParams) -> tuple[torch.Tensor, NeuronState]:
+    """One step of a `loihi` layer: Lava's PyLifModelBitAcc arithmetic (docs/fixed_point.md).
+    x: a << 6 = loihi_drive(A)."""
     du = p.decay_syn if p.decay_syn is not None else LOIHI_DU_LEAKY
-    cur = loihi_decay(state.i, du + 1) + (a << 6)
+    cur = loihi_decay(state.i, du + 1) + x
     cur = torch.where(cur > LOIHI_UV_MAX, cur - 2 * LOIHI_UV_MAX,
                       torch.where(cur <= -LOIHI_UV_MAX, cur + 2 * LOIHI_UV_MAX, cur))
     v = (loihi_decay(state.u, p.decay_mem) + cur + p.bias).clamp(-LOIHI_UV_MAX + 1, LOIHI_UV_MAX - 1)
-    s = (v > (p.threshold << 6)).to(torch.int64)
-    v = torch.where(s > 0, torch.zeros_like(v), v)
+    s = v > (p.threshold << 6)
+    v = torch.where(s, 0, v)
     return s, NeuronState(v, cur, s)
 
 
@@ -167,11 +186,16 @@ def xylo_decay(x: torch.Tensor, dash: torch.Tensor | int) -> torch.Tensor:
 XYLO_MAX_SPIKES = get_profile("xylo").max_spikes_per_step
 
 
-def xylo_step(a: torch.Tensor, state: NeuronState, p: LayerParams, max_spikes: int = XYLO_MAX_SPIKES
+def xylo_drive(a: torch.Tensor, p: LayerParams) -> torch.Tensor:
+    """A itself: Xylo adds the input after decaying the current."""
+    return a
+
+
+def xylo_step(x: torch.Tensor, state: NeuronState, p: LayerParams, max_spikes: int = XYLO_MAX_SPIKES
               ) -> tuple[torch.Tensor, NeuronState]:
-    """One step of a `xylo` layer (docs/fixed_point.md): returns spike counts 0..max_spikes."""
+    """One step of a `xylo` layer (docs/fixed_point.md): returns spike counts 0..max_spikes. x: A."""
     ds = p.decay_syn if p.decay_syn is not None else 0
-    i = sat(state.i - xylo_decay(state.i, ds) + a, 16)
+    i = sat(state.i - xylo_decay(state.i, ds) + x, 16)
     v = sat(state.u - xylo_decay(state.u, p.decay_mem) + i + p.bias, 16)
     n = torch.where(v >= p.threshold, torch.div(v, p.threshold, rounding_mode="floor").clamp(max=max_spikes),
                     torch.zeros_like(v))
@@ -180,14 +204,21 @@ def xylo_step(a: torch.Tensor, state: NeuronState, p: LayerParams, max_spikes: i
 
 
 StepFn = Callable[[torch.Tensor, NeuronState, LayerParams], tuple[torch.Tensor, NeuronState]]
+DriveFn = Callable[[torch.Tensor, LayerParams], torch.Tensor]
 
-# The one registry from profile name to its step function.
-STEP_FUNCTIONS: dict[str, StepFn] = {"mcu": mcu_step, "loihi": loihi_step, "xylo": xylo_step}
+# The one registry from profile name to its arithmetic: (drive, step).
+ARITHMETIC: dict[str, tuple[DriveFn, StepFn]] = {"mcu": (mcu_drive, mcu_step), "loihi": (loihi_drive, loihi_step),
+                                                 "xylo": (xylo_drive, xylo_step)}
+
+
+def arithmetic(profile: str) -> tuple[DriveFn, StepFn]:
+    if profile not in ARITHMETIC:
+        raise ValueError(f"no arithmetic for profile {profile!r}; known: {sorted(ARITHMETIC)}")
+    return ARITHMETIC[profile]
 
 
 def step(profile: str, a: torch.Tensor, state: NeuronState, params: LayerParams
          ) -> tuple[torch.Tensor, NeuronState]:
-    """Advance one layer of `profile` by one step. a: [B, N] int64 synaptic input."""
-    if profile not in STEP_FUNCTIONS:
-        raise ValueError(f"no arithmetic for profile {profile!r}; known: {sorted(STEP_FUNCTIONS)}")
-    return STEP_FUNCTIONS[profile](a, state, params)
+    """Advance one layer of `profile` by one step. a: [B, N] int64 synaptic input A."""
+    drive, step_fn = arithmetic(profile)
+    return step_fn(drive(a, params), state, params)

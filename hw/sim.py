@@ -71,31 +71,34 @@ class SimulatedDevice(Device):
             raise DeviceError("no program loaded: call load(program) first")
         x = check_input_spikes(spikes, self.program.num_inputs).to(self.device)
         T, B = x.shape[:2]
-        h = x.reshape(T * B, -1)
+        h = x.reshape(T * B, -1).to(torch.float32)  # spikes/counts as exact small floats for the GEMM
         max_count = 1
-        step_fn = fxp.STEP_FUNCTIONS[self.profile.name]
+        drive_fn, step_fn = fxp.arithmetic(self.profile.name)
         counters, membranes, layer_spikes = {}, {}, {}
         for k, p in enumerate(self._params):
             n = p.threshold.shape[0]
-            a = (fxp.exact_dot(h, p.weights_t, max_count) << p.w_shift).reshape(T, B, n)
-            state = fxp.init_state(B, n, self.device)
-            out = torch.empty(T, B, n, dtype=torch.int64, device=self.device)
+            a, in_count = fxp.exact_dot_counted(h, p.weights_t, max_count)
+            drive = drive_fn((a << p.w_shift).reshape(T, B, n), p)
+            state = fxp.init_state(B, n, self.device, counts=self.profile.max_spikes_per_step > 1)
+            out = torch.empty(T, B, n, dtype=torch.float32, device=self.device)
             mem = torch.empty(T, B, n, dtype=torch.int32, device=self.device) if probe else None
             for t in range(T):
-                s, state = step_fn(a[t], state, p)
+                s, state = step_fn(drive[t], state, p)
                 out[t] = s
                 if probe:
-                    mem[t] = state.u.to(torch.int32)
-            synops = int(h.sum()) * n
-            if p.neuron_type == "rleaky_dense":
-                synops += int(out[:-1].sum()) * n
-            elif p.neuron_type == "rleaky_elementwise":
-                synops += int(out[:-1].sum())
-            counters[k] = {"spikes": int(out.sum()), "synops": synops}
+                    mem[t] = state.u
+            synops = in_count * n
+            if p.neuron_type.startswith("rleaky"):  # recurrent events: the layer's spikes of steps 1..T-1
+                prev = int(out[:-1].sum(dtype=torch.float64))
+                synops += prev * n if p.neuron_type == "rleaky_dense" else prev
+            counters[k] = {"spikes": None, "synops": synops}
+            if k:
+                counters[k - 1]["spikes"] = in_count  # this layer's input is the previous layer's output
             if probe:
                 membranes[k], layer_spikes[k] = mem.cpu(), out.to(torch.uint8).cpu()
             h = out.reshape(T * B, n)
             max_count = self.profile.max_spikes_per_step
+        counters[len(self._params) - 1]["spikes"] = int(h.sum(dtype=torch.float64))
         return RunResult(h.reshape(T, B, -1).to(torch.uint8).cpu(), counters,
                          membranes if probe else None, layer_spikes if probe else None)
 
