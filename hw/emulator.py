@@ -2,7 +2,8 @@
 port), started on a pseudo-terminal and driven through pyserial by a `SerialDevice` — so the
 emulator exercises the same serial path, protocol and firmware code as a real board.
 
-    with open_device("emulator") as dev:            # or "emulator?variant=asan" (ASan+UBSan build)
+    with open_device("emulator") as dev:     # or "emulator:asan" (the ASan+UBSan build), and
+                                             # options: "emulator:host?frame_payload=256&timeout_s=2"
         dev.load(program); result = dev.run(spikes)
 
 The firmware is built with `make` when its binary is missing or older than its sources
@@ -145,7 +146,7 @@ class EmulatorDevice(SerialDevice):
     """A `SerialDevice` connected to the host firmware on a pty it starts (and stops on close).
 
     variant: host | asan; firmware: an explicit binary (skips the build); reboot_after: restart the
-    firmware (losing its program) after every N request frames — for restart tests. Other keywords
+    firmware once (losing its program) after its N-th request frame — for restart tests. Other keywords
     go to `SerialDevice`. After close(), `exit_code` and `firmware_stderr` tell how it ended."""
 
     backend = "emulator"
@@ -200,7 +201,7 @@ def _factory(uri, **kwargs) -> EmulatorDevice:
     if "variant" in params:
         kw["variant"] = params.pop("variant")
     for key, conv in (("reboot_after", int), ("timeout_s", float), ("retries", int),
-                      ("max_recoveries", int), ("baud", int)):
+                      ("max_recoveries", int), ("baud", int), ("frame_payload", int)):
         if key in params:
             try:
                 kw[key] = conv(params.pop(key))

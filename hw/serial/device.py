@@ -31,15 +31,20 @@ DEFAULT_BAUD = 115200
 class SerialDevice(Device):
     """A board on `port` (device path or pyserial URL). timeout_s: answer timeout per frame (plus
     wire time at `baud`); retries: retransmissions per frame; max_recoveries: board restarts
-    survived per run (reload + rerun, docs/protocol.md section 4). transport_wrapper: a callable
-    wrapping the transport (the fault-injection tests use it)."""
+    survived per run (reload + rerun, docs/protocol.md section 4). frame_payload: largest payload
+    per frame (default and maximum: the board's max_payload; smaller frames lose less to a noisy
+    line). transport_wrapper: a callable wrapping the transport (the fault-injection tests use it)."""
 
     backend = "serial"
 
     def __init__(self, port: str, *, baud: int = DEFAULT_BAUD, timeout_s: float = 1.0, retries: int = 5,
-                 max_recoveries: int = 1, transport_wrapper=None, protocol_version: int | None = None):
+                 max_recoveries: int = 1, frame_payload: int | None = None, transport_wrapper=None,
+                 protocol_version: int | None = None):
         if not isinstance(max_recoveries, int) or max_recoveries < 0:
             raise ValueError(f"max_recoveries must be an integer >= 0, got {max_recoveries!r}")
+        if frame_payload is not None and (not isinstance(frame_payload, int) or frame_payload < 64):
+            raise ValueError(f"frame_payload must be an integer >= 64, got {frame_payload!r}")
+        self.frame_payload = frame_payload
         self.port = port
         self.baud = baud
         self.timeout_s = timeout_s
@@ -105,9 +110,15 @@ class SerialDevice(Device):
         self._send_program(link, blob)
         self._blob, self._program = blob, prog
 
+    @property
+    def payload_limit(self) -> int:
+        """Largest payload this device puts in one frame."""
+        limit = self.board.max_payload
+        return min(limit, self.frame_payload) if self.frame_payload else limit
+
     def _send_program(self, link: Link, blob: bytes) -> None:
         crc = zlib.crc32(blob)
-        chunk = self.board.max_payload - LOAD_HEADER.size
+        chunk = self.payload_limit - LOAD_HEADER.size
         offset = 0
         while True:
             data = blob[offset:offset + chunk]
@@ -165,12 +176,12 @@ class SerialDevice(Device):
     def _frame_steps(self) -> int:
         """Steps per RUN frame: the input bitmap and the OUTPUT bitmap with counters must fit."""
         p = self._program
-        room = self.board.max_payload - RUN_HEADER.size
+        room = self.payload_limit - RUN_HEADER.size
         row_in, row_out = (p.num_inputs + 7) // 8, (p.num_outputs + 7) // 8
         counters = 1 + COUNTER.size * len(p.layers)
         n = min(room // row_in, (room - counters) // row_out, 0xFFFF)
         if n < 1:
-            raise DeviceError(f"a single step does not fit the board's {self.board.max_payload}-byte frames")
+            raise DeviceError(f"a single step does not fit {self.payload_limit}-byte frames")
         return n
 
     def _run_stream(self, link: Link, stream: np.ndarray, T: int):
@@ -219,7 +230,8 @@ def _factory(uri, **kwargs) -> SerialDevice:
         raise ValueError(f"serial device URI {uri.raw!r} names no port (e.g. serial:///dev/ttyACM0?baud=115200)")
     params = dict(uri.params)
     kw = {}
-    for key, conv in (("baud", int), ("timeout_s", float), ("retries", int), ("max_recoveries", int)):
+    for key, conv in (("baud", int), ("timeout_s", float), ("retries", int), ("max_recoveries", int),
+                      ("frame_payload", int)):
         if key in params:
             try:
                 kw[key] = conv(params.pop(key))

@@ -57,14 +57,21 @@ class Link:
     raises: `BoardError` (the board refused), `LinkTimeoutError` (no answer after `retries`
     retransmissions), `LinkDisconnectedError`, `ProtocolVersionError`, `ProtocolError`.
 
-    timeout_s: wait for an answer, plus the wire time of both frames at `baud`."""
+    timeout_s: wait for an answer, plus the wire time of both frames at `baud`. retries: resends
+    after a timeout. max_nacks: resends after a NACK — counted apart, because a NACK carries no
+    sequence number: NACKs the board sent for earlier noise on the line arrive while a request waits
+    and must not use up its retries."""
 
     def __init__(self, transport, *, timeout_s: float = 1.0, retries: int = 5, baud: int | None = None,
-                 protocol_version: int = PROTOCOL_VERSION, seq_seed: int | None = None):
+                 protocol_version: int = PROTOCOL_VERSION, seq_seed: int | None = None,
+                 max_nacks: int = 64):
         if not timeout_s > 0:
             raise ValueError(f"timeout_s must be > 0, got {timeout_s!r}")
         if not isinstance(retries, int) or retries < 0:
             raise ValueError(f"retries must be an integer >= 0, got {retries!r}")
+        if not isinstance(max_nacks, int) or max_nacks < 0:
+            raise ValueError(f"max_nacks must be an integer >= 0, got {max_nacks!r}")
+        self.max_nacks = max_nacks
         self.transport = transport
         self.timeout_s = float(timeout_s)
         self.retries = retries
@@ -129,21 +136,28 @@ class Link:
             return time.monotonic() + wait_s
 
         deadline = send()
+        nacks = 0
         while True:
             ev = self._next_event(deadline)
-            if ev is None or (isinstance(ev, Frame) and ev.seq == SEQ_NACK and ev.type == MsgType.ERROR
-                              and self._is_nack(ev)):
-                if ev is None:
-                    self.stats.timeouts += 1
-                    reasons.append(f"timeout after {wait_s:.2f}s")
-                else:
-                    self.stats.nacks += 1
-                    reasons.append(f"NACK {BoardErrorInfo.from_payload(ev.payload).code_name}")
+            if ev is None:
+                self.stats.timeouts += 1
+                reasons.append(f"timeout after {wait_s:.2f}s")
                 tries += 1
                 if tries > self.retries:
-                    kind = LinkTimeoutError
-                    raise kind(f"no valid answer to {name} from {self.name} after {tries} tries "
-                               f"({', '.join(reasons[-3:])}); is a spikeloop board connected and running?")
+                    raise LinkTimeoutError(
+                        f"no valid answer to {name} from {self.name} after {tries} tries "
+                        f"({', '.join(reasons[-3:])}); is a spikeloop board connected and running?")
+                self.stats.retransmissions += 1
+                deadline = send()
+                continue
+            if isinstance(ev, Frame) and ev.seq == SEQ_NACK and ev.type == MsgType.ERROR and self._is_nack(ev):
+                self.stats.nacks += 1
+                nacks += 1
+                reasons.append(f"NACK {BoardErrorInfo.from_payload(ev.payload).code_name}")
+                if nacks > self.max_nacks:
+                    raise LinkTimeoutError(
+                        f"the board on {self.name} NACKed {nacks} frames while {name} waited for its "
+                        f"answer ({', '.join(reasons[-3:])}); the line is too noisy")
                 self.stats.retransmissions += 1
                 deadline = send()
                 continue

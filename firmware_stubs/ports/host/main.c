@@ -5,9 +5,9 @@
  *
  *   spikeloop-fw-host --pty [--reboot-after N]
  *     prints "SPIKELOOP_PTY <path>" on stdout, then serves the pty until stdin closes or
- *     SIGTERM/SIGINT arrives. --reboot-after N cold-restarts the firmware (program lost, new
- *     boot id) after every N request frames: a board reset with the USB-serial link staying up,
- *     for the restart tests. */
+ *     SIGTERM/SIGINT arrives. --reboot-after N cold-restarts the firmware once (program lost,
+ *     new boot id) after its N-th request frame: a board reset with the USB-serial link staying
+ *     up, for the restart tests. */
 #define _XOPEN_SOURCE 700
 #include <errno.h>
 #include <fcntl.h>
@@ -173,6 +173,10 @@ int main(int argc, char **argv)
                 if (g_board.requests >= (uint32_t)reboot_after) {
                     fprintf(stderr, "spikeloop-fw-host: simulated board restart\n");
                     sl_proto_init(&g_board, out, new_boot_id());
+                    reboot_after = 0; /* once */
+                    if (k + 1 < n && sl_proto_feed(&g_board, buf + k + 1, (size_t)(n - k - 1)) != SL_OK)
+                        return 1;
+                    break;
                 }
             }
         } else if (sl_proto_feed(&g_board, buf, (size_t)n) != SL_OK) {
