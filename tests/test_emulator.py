@@ -239,3 +239,16 @@ def test_reset_info_and_clean_stop():
         dev.reset()
         proc = dev.process.proc
     assert proc.poll() is not None and dev.exit_code == 0 and dev.firmware_stderr == ""
+
+
+def test_bench_link_prints_one_json_object_with_efficiency(capsys):
+    from experiments.bench_link import main as bench
+    assert bench(["--samples", "24", "--batch", "24", "--payloads", "64,1024", "--repeats", "1", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    small, big = out["rows"]
+    assert out["bit_exact_vs_sim"] and out["samples"] == 24 and out["num_steps"] == 20
+    assert small["frames"] > big["frames"]
+    assert small["link_efficiency"] < big["link_efficiency"]
+    assert big["link_efficiency"] >= 0.9 and big["spike_data_efficiency"] >= 0.9
+    for key in ("timesteps_per_s", "sim_timesteps_per_s", "host_us_per_frame", "wall_us_per_frame"):
+        assert big[key] > 0
