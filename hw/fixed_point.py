@@ -37,7 +37,7 @@ class LayerParams(NamedTuple):
     neuron_type: str
     reset: str
     w_shift: int
-    weights_t: torch.Tensor          # [M, N + 1] float32, integer valued; last column all ones
+    weights_t: torch.Tensor          # [M, N] float32, integer valued
     bias: torch.Tensor
     threshold: torch.Tensor
     decay_mem: torch.Tensor
@@ -54,8 +54,7 @@ def layer_params(layer: LayerProgram, device: torch.device | str) -> LayerParams
     def mat_t(a):
         return None if a is None else torch.as_tensor(a.astype("float32").T.copy(), device=device)
 
-    w_t1 = torch.cat([mat_t(layer.weights), torch.ones(layer.fan_in, 1, device=device)], dim=1)
-    return LayerParams(layer.neuron_type, layer.reset, int(layer.w_shift), w_t1,
+    return LayerParams(layer.neuron_type, layer.reset, int(layer.w_shift), mat_t(layer.weights),
                        vec(layer.bias), vec(layer.threshold), vec(layer.decay_mem), vec(layer.decay_syn),
                        mat_t(layer.rec_weights), int(layer.rec_shift), vec(layer.rec_gain))
 
@@ -78,12 +77,10 @@ def _float32_gemm_is_exact(device: torch.device) -> bool:
     return True
 
 
-def exact_dot_counted(s: torch.Tensor, w_t1: torch.Tensor, max_count: int) -> tuple[torch.Tensor, int]:
-    """`exact_dot` with weights `w_t1` = [M, N + 1] whose last column is all ones: returns the
-    [B, N] sums and the total input count Σ s (the ones column sums each row in the same GEMM,
-    exactly, since a row sum is at most M · max_count)."""
-    out = exact_dot(s, w_t1, max_count)
-    return out[:, :-1], int(out[:, -1].sum())
+def count_exact(s: torch.Tensor) -> int:
+    """Σ s over a [B, M] float tensor of small non-negative integers, exactly: each row sum is at most
+    M · 15 < 2**24 (exact in float32), and the row sums are added in float64 (exact below 2**53)."""
+    return int(s.sum(dim=1).to(torch.float64).sum())
 
 
 def exact_dot(s: torch.Tensor, w_t: torch.Tensor, max_count: int) -> torch.Tensor:

@@ -77,7 +77,7 @@ class SimulatedDevice(Device):
         counters, membranes, layer_spikes = {}, {}, {}
         for k, p in enumerate(self._params):
             n = p.threshold.shape[0]
-            a, in_count = fxp.exact_dot_counted(h, p.weights_t, max_count)
+            a, in_count = fxp.exact_dot(h, p.weights_t, max_count), fxp.count_exact(h)
             drive = drive_fn((a << p.w_shift).reshape(T, B, n), p)
             state = fxp.init_state(B, n, self.device, counts=self.profile.max_spikes_per_step > 1)
             out = torch.empty(T, B, n, dtype=torch.float32, device=self.device)
@@ -98,7 +98,7 @@ class SimulatedDevice(Device):
                 membranes[k], layer_spikes[k] = mem.cpu(), out.to(torch.uint8).cpu()
             h = out.reshape(T * B, n)
             max_count = self.profile.max_spikes_per_step
-        counters[len(self._params) - 1]["spikes"] = int(h.sum(dtype=torch.float64))
+        counters[len(self._params) - 1]["spikes"] = fxp.count_exact(h)
         return RunResult(h.reshape(T, B, -1).to(torch.uint8).cpu(), counters,
                          membranes if probe else None, layer_spikes if probe else None)
 
