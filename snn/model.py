@@ -11,6 +11,7 @@ arguments); nothing is kept on the module between calls.
 from __future__ import annotations
 
 import math
+from functools import partial
 from typing import NamedTuple
 
 import snntorch as snntorch_lib
@@ -121,10 +122,14 @@ class SpikingNetwork(nn.Module):
             # unbind, not z[t]: the backward of T selects would fill T full-size zero tensors
             steps = h.reshape(T, B, *h.shape[1:]).unbind(0)
             zeros = torch.zeros_like(steps[0])
-            state = (zeros, zeros)
+            fast = _leaky_step_fn(layer)
+            if fast is not None:
+                step, state = fast[0], fast[1](zeros)
+            else:
+                step, state = partial(_step, layer, lspec), (zeros, zeros)
             spk_t, mem_t, syn_t = [], [], []
             for z_t in steps:
-                spk, state, syn = _step(layer, lspec, z_t, state)
+                spk, state, syn = step(z_t, state)
                 spk_t.append(spk)
                 mem_t.append(state[1])
                 if syn is not None:
@@ -156,6 +161,46 @@ class SpikingNetwork(nn.Module):
                 p["V"] = v.expand(n).clone() if v.numel() == 1 else v.reshape(n)
             out[i] = p
         return out
+
+
+def _leaky_step_fn(layer):
+    """A step function for an snnTorch `Leaky` computing exactly what `Leaky.forward` computes
+    (same expressions in the same order, the layer's own beta/threshold tensors and surrogate
+    spike function) without its per-call bookkeeping: storing state on the module (a buffer
+    registration per call), a second surrogate call and a clone to get the reset signal.
+    tests/test_model.py checks values and gradients against `Leaky.forward` itself.
+
+    Returns (step, initial_state) or None when the layer uses an option this path does not
+    cover (the caller then steps the snnTorch module). The state is (R, U): the reset signal
+    for the next step and the membrane. R[t+1] = H(U[t] - theta) is the forward value of the
+    spike S[t] when spikes are not scaled (graded_spikes_factor 1), so it is taken from there."""
+    if (type(layer) is not snntorch_lib.Leaky or layer.state_quant or layer.inhibition or not layer.reset_delay
+            or layer.reset_mechanism_val not in (0, 1)):
+        return None
+    beta = layer.beta.clamp(0, 1)  # snnTorch clamps at every step; one clamp per forward is the same value
+    threshold, spike_fn = layer.threshold, layer.spike_grad
+    graded = layer.graded_spikes_factor
+    unit_spikes = isinstance(graded, torch.Tensor) and not graded.requires_grad and bool((graded == 1).all())
+    subtract = layer.reset_mechanism_val == 0
+
+    def step(z, state):
+        reset, mem = state
+        if subtract:
+            mem = beta * mem + z - reset * threshold
+        else:
+            mem = beta * ((1 - reset) * mem) + z
+        spk = spike_fn(mem - threshold)
+        if unit_spikes:
+            spk = spk.to(mem.dtype)
+            return spk, (spk.detach(), mem), None
+        spk = (spk * graded).to(mem.dtype)
+        return spk, ((mem.detach() - threshold.detach() > 0).to(mem.dtype), mem), None
+
+    def initial_state(zeros):
+        # U[0] = 0, so R[1] = H(0 - theta): zero for every positive threshold
+        return ((zeros - threshold.detach() > 0).to(zeros.dtype), zeros)
+
+    return step, initial_state
 
 
 def _step(layer, lspec, z, state):
