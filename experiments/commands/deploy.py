@@ -21,6 +21,7 @@ def register(sub) -> None:
     p.add_argument("--batch-size", type=int, default=256, help="samples per Device.run call")
     p.add_argument("--seed", type=int, default=EVAL_SEED, help="input encoding seed")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--plot", default=None, help="write a PNG: device vs float output spike counts, per-layer errors")
     add_json_flag(p)
     p.set_defaults(func=run)
 
@@ -40,7 +41,7 @@ def run(args) -> int:
     x, y = fit_inputs(spec, data.test_x), data.test_y
     prog = compile_model(spec, ckpt.state_dict, args.profile)
     model = ckpt.build(dtype=torch.float32).eval()
-    _, fpred = float_predictions(model, spec, x, seed=args.seed)
+    fraster, fpred = float_predictions(model, spec, x, seed=args.seed)
     inputs = device_inputs(spec, x, range(len(x)), args.seed)
     link = None
     with open_device(args.device, profile=args.profile) as dev:
@@ -75,6 +76,29 @@ def run(args) -> int:
         result["link_stats"] = link
         if isinstance(link, dict) and "link_efficiency" in link:
             result["link_efficiency"] = link["link_efficiency"]
+    if args.plot:
+        result["plot"] = _plot(fraster.sum(0), run.counts, prog.report["layers"], args.plot,
+                               f"{data.name} on {args.device} ({prog.profile})")
     result["seconds"] = time.perf_counter() - t_start
     emit(result, args.json, title=f"deployed {args.checkpoint} on {args.device} ({prog.profile})")
     return 0
+
+
+def _plot(float_counts, device_counts, layers, path, title):
+    """Left: output spike count per sample and class, device vs float. Right: per-layer weight error
+    and |beta_eff - beta| from the compile report."""
+    from experiments.plots import _save, plt
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(9.5, 3.6))
+    f, d = float_counts.flatten().numpy(), device_counts.flatten().numpy()
+    a1.scatter(f, d, s=4, alpha=0.3)
+    hi = max(float(f.max()), float(d.max()), 1.0)
+    a1.plot([0, hi], [0, hi], "k--", lw=0.8)
+    a1.set(xlabel="float model output spikes", ylabel="device output spikes", title=title)
+    names = [f"layer {r['device_layer']}" for r in layers]
+    xs = range(len(layers))
+    a2.bar([i - 0.2 for i in xs], [r["weight_relative_rmse"] for r in layers], 0.4, label="weight rel. RMSE")
+    a2.bar([i + 0.2 for i in xs], [r["beta"]["max_abs_error"] for r in layers], 0.4, label="max |beta error|")
+    a2.set_xticks(list(xs), names)
+    a2.set(title="compile report", ylabel="error")
+    a2.legend()
+    return _save(fig, path)
