@@ -16,6 +16,10 @@ maximum) it runs the whole set once and reports:
   measured in the same process (`emulator_over_sim`);
 - `host_us_per_frame`: host CPU time building and parsing one frame (Python), out of the wall time
   per frame (`wall_us_per_frame`).
+With --faults R1,R2,... it also runs the set over a `FaultyTransport` that corrupts, drops and
+duplicates bytes at each per-byte rate R (all three, both directions) for --fault-seeds seeds,
+and reports how many runs completed with results identical to sim, how many raised a link error,
+and how many gave a wrong result (must be 0).
 Prints one JSON object (--json) and writes a plot (--plot PATH).
 """
 
@@ -67,6 +71,40 @@ def run_once(uri: str, prog, inputs: torch.Tensor, frame_payload: int | None, ba
     return torch.cat(outs, dim=1), seconds, d, max_payload
 
 
+def fault_sweep(prog, inputs, ref, rates, seeds: int, batch: int, frame_payload: int) -> list[dict]:
+    """Runs over a faulty line: per rate, outcomes over `seeds` seeds (see module docstring)."""
+    from hw.emulator import EmulatorDevice
+    from hw.serial import FaultyTransport, SerialLinkError
+    out = []
+    for rate in rates:
+        row = {"byte_fault_rate": rate, "runs": seeds, "identical": 0, "link_errors": 0, "wrong": 0,
+               "retransmissions": 0, "faults_injected": 0, "errors": []}
+        for seed in tqdm(range(seeds), desc=f"faults {rate:g}", file=sys.stderr):
+            made = []
+
+            def wrap(t, seed=seed):
+                made.append(FaultyTransport(t, corrupt_rate=rate, drop_rate=rate, duplicate_rate=rate, seed=seed))
+                return made[-1]
+
+            dev = EmulatorDevice(transport_wrapper=wrap, timeout_s=0.2, retries=8, frame_payload=frame_payload)
+            try:
+                dev.open()
+                dev.load(prog)
+                got = torch.cat([dev.run(inputs[:, lo:lo + batch]).output_spikes
+                                 for lo in range(0, inputs.shape[1], batch)], dim=1)
+                row["identical" if torch.equal(got, ref) else "wrong"] += 1
+            except SerialLinkError as e:
+                row["link_errors"] += 1
+                row["errors"].append(str(e)[:200])
+            finally:
+                if dev.link is not None:
+                    row["retransmissions"] += dev.link.stats.retransmissions
+                dev.close()
+            row["faults_injected"] += sum(made[-1].injected.values()) if made else 0
+        out.append(row)
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--checkpoint", help="a digits checkpoint (default: fc 64-64-10 with random weights)")
@@ -77,6 +115,9 @@ def main(argv=None) -> int:
     ap.add_argument("--batch", type=int, default=360, help="samples per Device.run call")
     ap.add_argument("--repeats", type=int, default=3, help="best of N runs per setting")
     ap.add_argument("--plot", help="write a PNG of efficiency and steps/s vs frame payload")
+    ap.add_argument("--faults", default="", help="per-byte fault rates to test, e.g. 1e-4,1e-3 (emulator only)")
+    ap.add_argument("--fault-seeds", type=int, default=5)
+    ap.add_argument("--fault-payload", type=int, default=256, help="frame payload for the fault runs")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
 
@@ -129,6 +170,11 @@ def main(argv=None) -> int:
               "input_spike_density": density, "output_spikes_per_step": float(ref.float().sum() / (T * B)),
               "program_bytes": prog.size_bytes(), "bit_exact_vs_sim": True, "rows": rows,
               "best": max(rows, key=lambda r: r["timesteps_per_s"])}
+    if args.faults:
+        if args.port:
+            raise ValueError("--faults runs on the emulator only")
+        result["faults"] = fault_sweep(prog, inputs, ref, [float(r) for r in args.faults.split(",")],
+                                       args.fault_seeds, args.batch, args.fault_payload)
     if args.plot:
         result["plot"] = str(plot(rows, args.plot))
     emit(result, args.json, title=f"serial link benchmark on {uri}")
@@ -139,6 +185,10 @@ def main(argv=None) -> int:
                   f"(to board {r['to_board_efficiency']:.3f}, from board {r['from_board_efficiency']:.3f}), "
                   f"{r['timesteps_per_s']:.0f} steps/s (sim {r['sim_timesteps_per_s']:.0f}), "
                   f"host {r['host_us_per_frame']:.0f} of {r['wall_us_per_frame']:.0f} us/frame")
+        for f in result.get("faults", []):
+            print(f"  faults {f['byte_fault_rate']:g}/byte: {f['identical']} identical, {f['link_errors']} "
+                  f"link errors, {f['wrong']} wrong of {f['runs']} runs ({f['faults_injected']} faults, "
+                  f"{f['retransmissions']} retransmissions)")
     return 0
 
 

@@ -174,3 +174,10 @@ def test_lost_request_or_answer_is_retransmitted(firmware, direction):
         assert link.ping(b"x") == b"x"
     finally:
         link.close()
+
+
+def test_a_peer_that_is_not_a_spikeloop_board_is_refused():
+    """pyserial's loop:// URL echoes every byte: our HELLO comes back as a HELLO, not an INFO."""
+    from hw.serial import ProtocolError
+    with pytest.raises(ProtocolError, match="expected INFO in answer to HELLO, got HELLO"):
+        SerialDevice("loop://", timeout_s=0.2).open()

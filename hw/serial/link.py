@@ -136,7 +136,7 @@ class Link:
             return time.monotonic() + wait_s
 
         deadline = send()
-        nacks = 0
+        nacks = damaged = 0
         while True:
             ev = self._next_event(deadline)
             if ev is None:
@@ -144,9 +144,10 @@ class Link:
                 reasons.append(f"timeout after {wait_s:.2f}s")
                 tries += 1
                 if tries > self.retries:
-                    raise LinkTimeoutError(
-                        f"no valid answer to {name} from {self.name} after {tries} tries "
-                        f"({', '.join(reasons[-3:])}); is a spikeloop board connected and running?")
+                    hint = ("the board answers but frames arrive damaged: a noisy line" if nacks or damaged
+                            else "is a spikeloop board connected and running?")
+                    raise LinkTimeoutError(f"no valid answer to {name} from {self.name} after {tries} tries "
+                                           f"({', '.join(reasons[-3:])}); {hint}")
                 self.stats.retransmissions += 1
                 deadline = send()
                 continue
@@ -163,6 +164,7 @@ class Link:
                 continue
             if isinstance(ev, FrameError):
                 self.stats.bad_frames += 1
+                damaged += 1
                 continue
             if ev.seq != seq:
                 self.stats.stale_frames += 1
