@@ -130,7 +130,7 @@ def gpm_extend(basis: torch.Tensor | None, activations: torch.Tensor, threshold:
     basis: [k, n] orthonormal rows kept from earlier tasks, or None before the first task.
     activations: [N, n] presynaptic activity of N samples of the task just learned.
     threshold: fraction of the activations' energy (sum of squared singular values) the memory must
-    capture. First task: the top r singular vectors with cumulative energy ratio < threshold.
+    capture. First task: the fewest top singular vectors whose energy ratio reaches the threshold.
     Later: the energy already captured by `basis` counts, and new directions of the residual
     R = A - A BᵀB are added in order until the captured fraction reaches the threshold.
     Returns the new basis [k', n] (k' <= n), orthonormal rows.
@@ -149,7 +149,10 @@ def gpm_extend(basis: torch.Tensor | None, activations: torch.Tensor, threshold:
     if basis is None or basis.shape[0] == 0:
         U, S, _ = torch.linalg.svd(A, full_matrices=False)
         ratio = torch.cumsum(S ** 2, 0) / total
-        r = int((ratio < threshold).sum())
+        # the smallest r with ratio[r-1] >= threshold (the paper's Eq. 5; the reference code keeps one
+        # direction fewer, r = #(ratio < threshold), which can never hold all of an exactly
+        # low-rank activation matrix)
+        r = min(int((ratio < threshold).sum()) + 1, int((S > 0).sum()))
         return U[:, :r].t().contiguous().to(activations.dtype)
     B = basis.to(torch.float64)
     R = A - B.t() @ (B @ A)
