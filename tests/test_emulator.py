@@ -252,3 +252,26 @@ def test_bench_link_prints_one_json_object_with_efficiency(capsys):
     assert big["link_efficiency"] >= 0.9 and big["spike_data_efficiency"] >= 0.9
     for key in ("timesteps_per_s", "sim_timesteps_per_s", "host_us_per_frame", "wall_us_per_frame"):
         assert big[key] > 0
+
+
+def test_firmware_binary_builds_when_missing_or_stale_and_reports_failures(tmp_path, monkeypatch):
+    import os
+    import time
+
+    from hw.emulator import firmware_binary, firmware_dir
+    src = firmware_dir()
+    root = tmp_path / "fw"
+    shutil.copytree(src, root, ignore=shutil.ignore_patterns("build"))
+    monkeypatch.setenv("SPIKELOOP_FIRMWARE_DIR", str(root))
+    with pytest.raises(DeviceError, match="missing or stale"):
+        firmware_binary("host", build=False)
+    binary = firmware_binary("host")
+    assert binary == root / "build" / "spikeloop-fw-host" and binary.is_file()
+    built = binary.stat().st_mtime_ns
+    assert firmware_binary("host").stat().st_mtime_ns == built          # fresh: not rebuilt
+    future = time.time() + 5
+    os.utime(root / "sl_core.c", (future, future))
+    assert firmware_binary("host").stat().st_mtime_ns > built           # a newer source: rebuilt
+    (root / "sl_core.c").write_text((root / "sl_core.c").read_text() + "\nint broken(void) { return }\n")
+    with pytest.raises(DeviceError, match=r"(?s)building the firmware failed .*sl_core\.c.*error"):
+        firmware_binary("host")
