@@ -4,6 +4,7 @@ test set and compare with the float model (and, for devices other than `sim`, wi
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 from experiments.commands.train import add_dataset_args, fit_inputs, load_data
 from experiments.output import add_json_flag, emit
@@ -26,33 +27,44 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def run(args) -> int:
+@dataclass
+class Deployment:
+    """Everything a deployment produced: the JSON-able `result` and the raw pieces behind it."""
+
+    result: dict
+    program: object            # hw.program.Program
+    float_predictions: object  # [N] int64
+    float_raster: object       # [T, N, N_out]
+    device_run: object         # hw.deploy.DeviceRun
+    labels: object             # [N] int64
+
+
+def deploy_checkpoint(ckpt, data, device_uri: str, profile: str, seed: int = EVAL_SEED,
+                      batch_size: int = 256, progress: bool = True, program=None) -> Deployment:
+    """Compile `ckpt` for `profile` (unless `program` is given), run the test set of `data` on the
+    device at `device_uri` and on the float model, and compare (and with `sim` for other devices)."""
     import torch
 
     from hw.compiler import compile_model
     from hw.deploy import device_inputs, float_predictions, run_dataset
     from hw.device import open_device
 
-    t_start = time.perf_counter()
-    ckpt = load_checkpoint(args.checkpoint)
-    args.dataset = args.dataset or ckpt.extra.get("dataset", "digits")
-    data = load_data(args)
     spec = ckpt.spec
     x, y = fit_inputs(spec, data.test_x), data.test_y
-    prog = compile_model(spec, ckpt.state_dict, args.profile)
+    prog = program if program is not None else compile_model(spec, ckpt.state_dict, profile)
     model = ckpt.build(dtype=torch.float32).eval()
-    fraster, fpred = float_predictions(model, spec, x, seed=args.seed)
-    inputs = device_inputs(spec, x, range(len(x)), args.seed)
+    fraster, fpred = float_predictions(model, spec, x, seed=seed)
+    inputs = device_inputs(spec, x, range(len(x)), seed)
     link = None
-    with open_device(args.device, profile=args.profile) as dev:
+    with open_device(device_uri, profile=prog.profile) as dev:
         info = dev.info()
         dev.load(prog.to_bytes())
-        run = run_dataset(dev, spec, x, args.batch_size, args.seed, progress=not args.no_progress, inputs=inputs)
+        run = run_dataset(dev, spec, x, batch_size, seed, progress=progress, inputs=inputs)
         if hasattr(dev, "link_stats"):
             link = dev.link_stats()
     n, T = len(y), spec.num_steps
     result = {
-        "checkpoint": args.checkpoint, "dataset": data.name, "device": args.device, "profile": prog.profile,
+        "dataset": data.name, "device": device_uri, "profile": prog.profile,
         "device_info": info.to_dict(), "test_samples": n, "num_steps": T,
         "device_accuracy": (run.predictions == y).float().mean().item(),
         "float_accuracy": (fpred == y).float().mean().item(),
@@ -66,21 +78,32 @@ def run(args) -> int:
         "program_crc32": f"0x{prog.checksum:08x}", "compile_report": prog.report["layers"],
     }
     result["accuracy_drop_points"] = 100 * (result["float_accuracy"] - result["device_accuracy"])
-    if args.device.strip().lower() != "sim":
-        with open_device("sim", profile=args.profile) as sim:
+    if device_uri.strip().lower() != "sim":
+        with open_device("sim", profile=prog.profile) as sim:
             sim.load(prog.to_bytes())
-            ref = run_dataset(sim, spec, x, args.batch_size, args.seed, inputs=inputs)
+            ref = run_dataset(sim, spec, x, batch_size, seed, inputs=inputs)
         same = (ref.output_spikes == run.output_spikes).flatten(2).all(dim=2).all(dim=0)
         result["agreement_with_sim"] = same.float().mean().item()
     if link is not None:
         result["link_stats"] = link
         if isinstance(link, dict) and "link_efficiency" in link:
             result["link_efficiency"] = link["link_efficiency"]
+    return Deployment(result, prog, fpred, fraster, run, y)
+
+
+def run(args) -> int:
+    t_start = time.perf_counter()
+    ckpt = load_checkpoint(args.checkpoint)
+    args.dataset = args.dataset or ckpt.extra.get("dataset", "digits")
+    data = load_data(args)
+    dep = deploy_checkpoint(ckpt, data, args.device, args.profile, args.seed, args.batch_size,
+                            progress=not args.no_progress)
+    result = {"checkpoint": args.checkpoint} | dep.result
     if args.plot:
-        result["plot"] = _plot(fraster.sum(0), run.counts, prog.report["layers"], args.plot,
-                               f"{data.name} on {args.device} ({prog.profile})")
+        result["plot"] = _plot(dep.float_raster.sum(0), dep.device_run.counts, dep.program.report["layers"],
+                               args.plot, f"{data.name} on {args.device} ({dep.program.profile})")
     result["seconds"] = time.perf_counter() - t_start
-    emit(result, args.json, title=f"deployed {args.checkpoint} on {args.device} ({prog.profile})")
+    emit(result, args.json, title=f"deployed {args.checkpoint} on {args.device} ({dep.program.profile})")
     return 0
 
 
