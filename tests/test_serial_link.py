@@ -170,7 +170,7 @@ def test_lost_request_or_answer_is_retransmitted(firmware, direction):
     try:
         info = link.hello()
         assert info.name == "host-posix"
-        assert link.stats.retransmissions == 1 and link.stats.timeouts == 1
+        assert link.stats.retransmissions >= 1 and link.stats.timeouts >= 1   # >= : a loaded CPU may add one
         assert link.ping(b"x") == b"x"
     finally:
         link.close()
