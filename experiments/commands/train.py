@@ -91,8 +91,18 @@ def run(args) -> int:
 
 
 def _run(args) -> int:
+    summary = train_and_summarize(args)
+    if summary is not None:
+        emit(summary, args.json, title=f"trained {summary['model']} on {summary['dataset']} -> "
+                                       f"{summary['checkpoint']}")
+    return 0
+
+
+def train_and_summarize(args, data=None) -> dict | None:
+    """Train as `spikeloop train` does (args from its parser), write spec, checkpoint, metrics and
+    plots to args.out, and return the summary dict (None on ranks other than 0)."""
     t_start = time.perf_counter()
-    data = load_data(args)
+    data = data if data is not None else load_data(args)
     spec = make_spec(args, data)
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, loss=args.loss, seed=args.seed,
                       val_fraction=args.val_fraction, patience=args.patience, device=args.device,
@@ -103,23 +113,28 @@ def _run(args) -> int:
                       extra={"dataset": data.name})
     result = trainer.fit()
     if trainer.rank != 0:
-        return 0
+        return None
     write_text_atomic(out / "spec.json", spec.to_json())
     plots = {"learning_curves": learning_curves(result.history, out / "learning_curves.png")}
-    model = result.model.cpu().eval()
-    x0 = fit_inputs(spec, data.test_x[:1])
-    with torch.no_grad():
-        rec = model(encode_samples(spec, x0, [0], EVAL_SEED), record=True).record
-    layers = {"input": encode_samples(spec, x0, [0], EVAL_SEED)[:, 0]}
-    layers |= {f"layer {i} ({spec.layers[i].type_name})": r["spikes"][:, 0] for i, r in rec.items()}
-    plots["spike_raster"] = spike_raster(layers, out / "spike_raster.png",
-                                         f"{data.name} test sample 0, label {int(data.test_y[0])}")
-    emit({
+    plots["spike_raster"] = sample_raster(result.model.cpu().eval(), data, out / "spike_raster.png")
+    return {
         "dataset": data.name, "model": spec.name, "test_accuracy": result.test_accuracy,
         "val_accuracy": result.val_accuracy, "best_epoch": result.best_epoch, "epochs": len(result.history),
         "num_steps": spec.num_steps, "train_samples": len(trainer.train_x),
         "train_samples_per_s": result.train_samples_per_s, "train_seconds": result.train_seconds,
         "seconds": time.perf_counter() - t_start, "device": str(trainer.device), "world_size": trainer.world,
         "checkpoint": result.checkpoint, "metrics": out / "metrics.jsonl", "plots": plots,
-    }, args.json, title=f"trained {spec.name} on {data.name} -> {result.checkpoint}")
-    return 0
+        "history": result.history,
+    }
+
+
+def sample_raster(model, data, path, sample: int = 0):
+    """Spike raster of one test sample: the input spikes and every spiking layer."""
+    spec = model.spec
+    x0 = fit_inputs(spec, data.test_x[sample:sample + 1])
+    spk_in = encode_samples(spec, x0, [sample], EVAL_SEED)
+    with torch.no_grad():
+        rec = model(spk_in, record=True).record
+    layers = {"input": spk_in[:, 0]}
+    layers |= {f"layer {i} ({spec.layers[i].type_name})": r["spikes"][:, 0] for i, r in rec.items()}
+    return spike_raster(layers, path, f"{data.name} test sample {sample}, label {int(data.test_y[sample])}")
