@@ -161,8 +161,12 @@ int main(int argc, char **argv)
         n = read(in_fd, buf, sizeof buf);
         if (n < 0 && (errno == EINTR || errno == EAGAIN))
             continue;
-        if (n < 0 && errno == EIO && slave_fd >= 0)
+        if (n < 0 && errno == EIO && slave_fd >= 0) {
+            /* No host has the pty open (cannot happen while we hold the slave, but never spin). */
+            struct timespec pause_ts = {0, 1000000L};
+            nanosleep(&pause_ts, NULL);
             continue;
+        }
         if (n <= 0)
             break;
         if (reboot_after > 0) {
