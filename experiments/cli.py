@@ -12,6 +12,7 @@ import importlib
 import sys
 
 COMMANDS = [
+    "experiments.commands.run",
     "experiments.commands.devices",
     "experiments.commands.train",
     "experiments.commands.evaluate",
