@@ -118,12 +118,14 @@ def _dist_info():
     return 0, 1
 
 
-def init_distributed_from_env() -> bool:
-    """Start torch.distributed when launched by torchrun (WORLD_SIZE > 1): NCCL on GPUs, gloo on CPU."""
+def init_distributed_from_env(device: str | None = None) -> bool:
+    """Start torch.distributed when launched by torchrun (WORLD_SIZE > 1): NCCL on GPUs, gloo on
+    CPU (also when `device` asks for the CPU on a machine with GPUs). Returns whether it started
+    a process group (the caller then destroys it)."""
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        dist.init_process_group(backend)
-        if torch.cuda.is_available():
+        on_gpu = torch.cuda.is_available() and not (device or "").startswith("cpu")
+        dist.init_process_group("nccl" if on_gpu else "gloo")
+        if on_gpu:
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         return True
     return False
@@ -137,12 +139,9 @@ class Trainer:
         self.spec, self.config, self.extra = spec, config, dict(extra or {})
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.rank, self.world = _dist_info()
-        if config.device:
-            self.device = torch.device(config.device)
-        elif self.world > 1 and torch.cuda.is_available():
-            self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-        else:
-            self.device = default_device()
+        self.device = torch.device(config.device) if config.device else default_device()
+        if self.world > 1 and self.device.type == "cuda" and self.device.index is None:
+            self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))  # one GPU per rank
         if config.val_fraction > 0:
             self.train_x, self.train_y, self.val_x, self.val_y = validation_split(
                 train_x, train_y, config.val_fraction, seed=config.seed)

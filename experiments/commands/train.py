@@ -82,7 +82,7 @@ def fit_inputs(spec, x):
 def run(args) -> int:
     """Train; under `torchrun` (WORLD_SIZE > 1) every rank trains its shard of each global batch
     with DistributedDataParallel and only rank 0 writes files and prints."""
-    started = init_distributed_from_env()
+    started = init_distributed_from_env(args.device)
     try:
         return _run(args)
     finally:
