@@ -192,7 +192,8 @@ def _sections(summary: dict, stages: dict) -> list[Section]:
     tr, xc, cp, dp = stages["train"], stages["crosscheck"], stages["compile"], stages["deploy"]
     keys = ("float_accuracy", "device_accuracy", "agreement_with_float", "agreement_with_sim",
             "brian2_spike_agreement", "brian2_max_membrane_abs_diff", "test_samples", "seconds")
-    secs = [Section("Summary", {k: summary[k] for k in keys} | {"stage seconds": summary["stage_seconds"]})]
+    secs = [Section("Summary", {k: summary[k] for k in keys},
+                    tables=[("seconds per stage", ["stage", "seconds"], list(summary["stage_seconds"].items()))])]
     figs = [(f"learning curves ({tr['epochs']} epochs)", tr["plots"]["learning_curves"])] \
         if "learning_curves" in tr["plots"] else []
     figs.append(("spike raster of test sample 0: input and every spiking layer", tr["plots"]["spike_raster"]))
@@ -202,9 +203,10 @@ def _sections(summary: dict, stages: dict) -> list[Section]:
         "2. Brian2 cross-check",
         {k: xc.get(k) for k in ("target", "dtype", "samples", "num_steps", "spike_agreement", "max_membrane_abs_diff",
                                 "first_divergence_step", "prediction_agreement", "brian2_seconds", "snntorch_seconds")},
-        tables=[("per layer", ["layer", "type", "spike agreement", "max |ΔU|", "first divergence"],
-                 [[l.get("layer"), l.get("kind"), l.get("spike_agreement"), l.get("max_membrane_abs_diff"),
-                   l.get("first_divergence_step")] for l in xc["layers"]])],
+        tables=[("per layer", ["layer", "type", "neurons", "spike agreement", "max |ΔU|", "first divergence",
+                               "spike-count r"],
+                 [[l["layer"], l["type"], l["neurons"], l["spike_agreement"], l["max_membrane_abs_diff"],
+                   l["first_divergence_step"], l["spike_count_correlation"]] for l in xc["layers"]])],
         figures=[("membrane traces and rasters: snnTorch vs Brian2", xc["plot"])],
         text="The trained network re-simulated in Brian2 (float64) on the same input spikes; "
              "see docs/brian2_mapping.md."))
