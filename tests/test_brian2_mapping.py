@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from snn.brian2_ref import Connection, UnsupportedLayerError, translate
 from snn.brian2_ref.equations import THRESHOLD, update_code
 from snn.brian2_ref.mapping import unroll_avgpool2d, unroll_conv2d
-from snn.brian2_ref.runner import plan_from_arrays, plan_to_arrays
+from snn.brian2_ref.plan import plan_from_arrays, plan_to_arrays
 from snn.model import build_model
 from snn.spec import AvgPool2d, Conv2d, Flatten, Leaky, Linear, MaxPool2d, ModelSpec, RLeaky, Synaptic
 

@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from . import equations as eq
-from .mapping import Connection, LayerPlan, NetworkPlan
+from .plan import Connection, NetworkPlan, plan_to_arrays
 
 TARGETS = ("numpy", "cython", "cpp_standalone")
 # Brian2's default GCC flags minus -ffast-math/-march=native, and no fused multiply-add contraction:
@@ -217,41 +217,7 @@ def run_brian2(plan: NetworkPlan, inputs, target: str = "numpy", cache_dir: str 
 
 
 # ---------------------------------------------------------------------------------------------
-# cpp_standalone: the plan and inputs go to a subprocess as one .npz file.
-
-def plan_to_arrays(plan: NetworkPlan) -> dict[str, np.ndarray]:
-    """A plan as flat numpy arrays (with a JSON header under "meta") for `np.savez`."""
-    meta = {"input_shape": list(plan.input_shape), "num_steps": plan.num_steps, "dt_s": plan.dt_s, "layers": []}
-    arrays = {}
-    for k, layer in enumerate(plan.layers):
-        meta["layers"].append({"spec_index": layer.spec_index, "kind": layer.kind, "reset": layer.reset,
-                               "shape": list(layer.shape), "params": sorted(layer.params),
-                               "recurrent": layer.recurrent is not None, "chain": list(layer.chain),
-                               "n_pre": layer.feedforward.n_pre})
-        for name, v in layer.params.items():
-            arrays[f"l{k}_p_{name}"] = v
-        for tag, conn in (("ff", layer.feedforward), ("rec", layer.recurrent)):
-            if conn is not None:
-                arrays[f"l{k}_{tag}_pre"], arrays[f"l{k}_{tag}_post"] = conn.pre, conn.post
-                arrays[f"l{k}_{tag}_w"] = conn.weight
-    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
-    return arrays
-
-
-def plan_from_arrays(arrays) -> NetworkPlan:
-    meta = json.loads(bytes(arrays["meta"]).decode())
-    layers = []
-    n_src = int(np.prod(meta["input_shape"]))
-    for k, m in enumerate(meta["layers"]):
-        n = int(np.prod(m["shape"]))
-        ff = Connection(arrays[f"l{k}_ff_pre"], arrays[f"l{k}_ff_post"], arrays[f"l{k}_ff_w"], n_src, n)
-        rec = Connection(arrays[f"l{k}_rec_pre"], arrays[f"l{k}_rec_post"], arrays[f"l{k}_rec_w"], n, n) \
-            if m["recurrent"] else None
-        layers.append(LayerPlan(m["spec_index"], m["kind"], m["reset"], tuple(m["shape"]),
-                                {p: arrays[f"l{k}_p_{p}"] for p in m["params"]}, ff, rec, tuple(m["chain"])))
-        n_src = n
-    return NetworkPlan(tuple(layers), tuple(meta["input_shape"]), meta["num_steps"], meta["dt_s"])
-
+# cpp_standalone: the plan and inputs go to a subprocess as one .npz file (`plan.plan_to_arrays`).
 
 def _structure_key(plan: NetworkPlan, spikes: np.ndarray) -> str:
     """Hash of what the generated C++ code depends on (sizes, kinds, reset modes, run length)."""

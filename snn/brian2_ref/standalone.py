@@ -2,7 +2,7 @@
 
     python -m snn.brian2_ref.standalone IN.npz OUT.npz PROJECT_DIR CACHE_ROOT
 
-IN.npz holds `spikes` (bool [T, B, n_input]) and a plan (`runner.plan_to_arrays`); OUT.npz gets
+IN.npz holds `spikes` (bool [T, B, n_input]) and a plan (`plan.plan_to_arrays`); OUT.npz gets
 "<spec index>_<spikes|mem|syn>" arrays [T, B, N] and "timing" (JSON bytes). PROJECT_DIR is the
 C++ project folder, reused between runs of the same network structure so `make` only rebuilds
 what changed.
@@ -24,7 +24,8 @@ def main(argv: list[str]) -> int:
     src, dst, project, root = argv
     import brian2 as b2
 
-    from .runner import _simulate, brian2_prefs, plan_from_arrays
+    from .plan import plan_from_arrays
+    from .runner import _simulate, brian2_prefs
 
     with np.load(src) as z:
         arrays = {k: z[k] for k in z.files}
