@@ -24,7 +24,8 @@ from .program import NAME_BYTES, LayerProgram, Program, ProgramError, bias_repre
 
 COMPILER_VERSION = 1
 INT8_MIN, INT8_MAX = -128, 127
-SCALE_CANDIDATES = np.linspace(1.0, 2.0, 41)  # multiples of 127 / max|W| tried per layer
+SCALE_CANDIDATES = np.linspace(1.0, 2.0, 41)  # multiples of 127 / max|W| tried per neuron
+XYLO_THRESHOLD_CAP = 2 ** 12  # θ·K at most 2^12: V (int16) holds 8 thresholds before saturating
 
 
 class CompileError(ValueError):
@@ -106,7 +107,14 @@ def best_weight_scale(w: np.ndarray) -> tuple[float, float]:
     return best
 
 
-def _quantize_int8(w: np.ndarray, s: float) -> tuple[np.ndarray, float]:
+def row_scales(w: np.ndarray) -> np.ndarray:
+    """Per-neuron (row) weight scales [N]: `best_weight_scale` of each row. Each neuron's state has
+    its own units K_i = s_i · 2^w_shift (threshold and bias are per-neuron integers, and a neuron's
+    spikes do not depend on the units of its membrane), so per-row scales are exact to represent."""
+    return np.array([best_weight_scale(row)[0] for row in np.atleast_2d(w)])
+
+
+def _quantize_int8(w: np.ndarray, s) -> tuple[np.ndarray, float]:
     raw = np.round(w * s)
     q = np.clip(raw, INT8_MIN, INT8_MAX)
     return q.astype(np.int8), float(np.mean(raw != q)) if raw.size else 0.0
@@ -135,17 +143,18 @@ def _stats(requested: np.ndarray, effective: np.ndarray) -> dict:
             "max_abs_error": float(np.abs(requested - effective).max())}
 
 
-def _shift_for(profile: Profile, w_q: np.ndarray, bias_f: np.ndarray, thr_f: np.ndarray, s: float) -> int:
+def _shift_for(profile: Profile, w_q: np.ndarray, bias_f: np.ndarray, thr_f: np.ndarray, s: np.ndarray) -> int:
     """Per-layer left shift: the largest that keeps the profile's state range clear of overflow
     (mcu: |input| and θ below 2^28 of 2^31; xylo: θ below 2^12 of 2^15; loihi: see _compile_loihi)."""
     row = np.abs(w_q.astype(np.int64)).sum(axis=1)
-    cap = {"mcu": 2 ** 28, "xylo": 2 ** 12}[profile.name]
+    cap = {"mcu": 2 ** 28, "xylo": XYLO_THRESHOLD_CAP}[profile.name]
     max_shift = min(profile.max_w_shift, 16)
     shift = 0
     for k in range(max_shift + 1):
         K = s * 2 ** k
-        big = max(float(thr_f.max()) * K, float((row * 2 ** k + np.abs(bias_f) * K).max())
-                  if profile.name == "mcu" else float(thr_f.max()) * K)
+        big = float((thr_f * K).max())
+        if profile.name == "mcu":
+            big = max(big, float((row * 2 ** k + np.abs(bias_f) * K).max()))
         if big <= cap:
             shift = k
     return shift
@@ -202,12 +211,12 @@ def _compile_stage(prof: Profile, lspec, w, b, p, rec_w, where):
     beta = p["beta"]
     if (thr_f <= 0).any():
         raise CompileError(f"{where}: thresholds must be positive to compile, got min {thr_f.min():.4g}")
-    s, mse = best_weight_scale(w)
+    s = row_scales(w)
     if prof.name == "loihi":
         return _compile_loihi(prof, lspec, w, b, p, s, where)
     if prof.name == "xylo":
-        s = min(s, 2 ** 12 / float(thr_f.max()))  # keep θ·K inside int16 with headroom
-    w_q, clipped = _quantize_int8(w, s)
+        s = np.minimum(s, XYLO_THRESHOLD_CAP / thr_f)  # keep θ·K inside int16 with headroom
+    w_q, clipped = _quantize_int8(w, s[:, None])
     shift = _shift_for(prof, w_q, b, thr_f, s)
     K = s * 2 ** shift
     notes = []
@@ -236,13 +245,13 @@ def _compile_stage(prof: Profile, lspec, w, b, p, rec_w, where):
     if isinstance(lspec, RLeaky):
         if lspec.all_to_all:
             neuron_type = "rleaky_dense"
-            rmax = float(np.abs(rec_w).max()) * K
+            rmax = float((np.abs(rec_w).max(axis=1) * K).max())
             rec_shift = 0
             while rmax / 2 ** rec_shift > INT8_MAX + 0.5 and rec_shift < prof.max_w_shift:
                 rec_shift += 1
-            rq, rclip = _quantize_int8(rec_w, K / 2 ** rec_shift)
+            rq, rclip = _quantize_int8(rec_w, (K / 2 ** rec_shift)[:, None])
             kw["rec_weights"], kw["rec_shift"] = rq, rec_shift
-            err = rec_w - rq.astype(np.float64) * 2 ** rec_shift / K
+            err = rec_w - rq.astype(np.float64) * 2 ** rec_shift / K[:, None]
             rep["recurrent"] = {"rec_shift": rec_shift, "clipped_fraction": rclip,
                                 "relative_rmse": float(np.sqrt(np.mean(err ** 2)) /
                                                        max(np.sqrt(np.mean(rec_w ** 2)), 1e-30))}
@@ -257,7 +266,7 @@ def _compile_stage(prof: Profile, lspec, w, b, p, rec_w, where):
     layer = LayerProgram(neuron_type=neuron_type, reset=lspec.reset, w_shift=shift, weights=w_q,
                          bias=bias_q, threshold=thr_q, decay_mem=d_mem, **kw)
     rep = _weight_report(w, w_q, s, clipped) | {
-        "w_shift": shift, "scale": K, "bias_clipped_fraction": bias_clipped,
+        "w_shift": shift, "scale": _scale_stats(K), "bias_clipped_fraction": bias_clipped,
         "threshold": _stats(thr_f, (thr_q - (1 if prof.name == "xylo" else 0)) / K),
         "beta": _stats(beta, effective_decay(prof, d_mem))} | rep
     if notes:
@@ -265,8 +274,12 @@ def _compile_stage(prof: Profile, lspec, w, b, p, rec_w, where):
     return layer, rep
 
 
+def _scale_stats(K: np.ndarray) -> dict:
+    return {"min": float(K.min()), "max": float(K.max())}
+
+
 def _weight_report(w, w_q, s, clipped) -> dict:
-    err = w - w_q.astype(np.float64) / s
+    err = w - w_q.astype(np.float64) / s[:, None]
     rms = max(float(np.sqrt(np.mean(w ** 2))), 1e-30)
     return {"weight_relative_rmse": float(np.sqrt(np.mean(err ** 2))) / rms,
             "weight_max_abs_error": float(np.abs(err).max()), "weight_clipped_fraction": clipped}
@@ -276,10 +289,10 @@ def _compile_loihi(prof: Profile, lspec, w, b, p, s, where):
     """Loihi: v units are K = s·2^e·64 (the input is (Σ w·s_j) << e << 6); threshold mantissa
     vth = θ·s·2^e ≤ 2^17 − 1; bias = mant << exp with a 13-bit mantissa."""
     thr_f, beta = p["threshold"], p["beta"]
-    s = min(s, prof.threshold_max / float(thr_f.max()))  # θ mantissa must fit 17 bits
-    w_q, clipped = _quantize_int8(w, s)
+    s = np.minimum(s, prof.threshold_max / thr_f)  # θ mantissa must fit 17 bits
+    w_q, clipped = _quantize_int8(w, s[:, None])
     e = 0
-    while e < prof.max_w_shift and float(thr_f.max()) * s * 2 ** (e + 1) <= min(2 ** 12, prof.threshold_max):
+    while e < prof.max_w_shift and float((thr_f * s).max()) * 2 ** (e + 1) <= min(2 ** 12, prof.threshold_max):
         e += 1
     vth = np.maximum(np.round(thr_f * s * 2 ** e), 1).astype(np.int64)
     K = s * 2 ** e * 64
@@ -290,7 +303,7 @@ def _compile_loihi(prof: Profile, lspec, w, b, p, s, where):
                          threshold=vth, decay_mem=d_mem)
     row = np.abs(w_q.astype(np.int64)).sum(axis=1) * 2 ** e * 64
     rep = _weight_report(w, w_q, s, clipped) | {
-        "w_shift": e, "scale": K, "bias_clipped_fraction": bias_clipped,
+        "w_shift": e, "scale": _scale_stats(K), "bias_clipped_fraction": bias_clipped,
         "threshold": _stats(thr_f, vth * 64 / K), "beta": _stats(beta, effective_decay(prof, d_mem)),
         "max_input_current": int(row.max()), "current_wraps_possible": bool(row.max() > 2 ** 23)}
     if row.max() > 2 ** 23:
