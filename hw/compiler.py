@@ -160,9 +160,13 @@ def _shift_for(profile: Profile, w_q: np.ndarray, bias_f: np.ndarray, thr_f: np.
     return shift
 
 
-def compile_model(spec: ModelSpec, state_dict: dict, profile: str | Profile, name: str | None = None
-                  ) -> Program:
-    """Compile `spec` with trained `state_dict` for `profile` -> Program (with `.report`)."""
+def compile_model(spec: ModelSpec, state_dict: dict, profile: str | Profile, name: str | None = None,
+                  max_spikes: int = 1) -> Program:
+    """Compile `spec` with trained `state_dict` for `profile` -> Program (with `.report`).
+
+    max_spikes: spikes per neuron per step on multi-spike profiles (xylo, 1..15). The float model
+    emits at most one, so the default 1 configures the chip like the model; larger values let a
+    neuron far above threshold fire several times per step (a different model)."""
     prof = get_profile(profile)
     stages = plan_stages(spec, prof)
     model = build_model(spec, state_dict, dtype=torch.float64)
@@ -186,7 +190,7 @@ def compile_model(spec: ModelSpec, state_dict: dict, profile: str | Profile, nam
             if rec_b is not None:
                 b = b + rec_b
         try:
-            layer, rep = _compile_stage(prof, lspec, w, b, p, rec_w, where)
+            layer, rep = _compile_stage(prof, lspec, w, b, p, rec_w, where, max_spikes)
         except ProgramError as e:
             raise CompileError(str(e)) from None
         rep = {"device_layer": k, "spec_layers": [i for i in (st.linear, st.neuron) if i is not None],
@@ -206,7 +210,7 @@ def compile_model(spec: ModelSpec, state_dict: dict, profile: str | Profile, nam
     return prog
 
 
-def _compile_stage(prof: Profile, lspec, w, b, p, rec_w, where):
+def _compile_stage(prof: Profile, lspec, w, b, p, rec_w, where, max_spikes=1):
     thr_f = p["threshold"]
     beta = p["beta"]
     if (thr_f <= 0).any():
@@ -260,9 +264,14 @@ def _compile_stage(prof: Profile, lspec, w, b, p, rec_w, where):
             g = np.round(p["V"] * K)
             kw["rec_gain"] = np.clip(g, prof.bias_min, prof.bias_max).astype(np.int64)
             rep["recurrent"] = {"gain_clipped_fraction": float(np.mean(g != kw["rec_gain"]))}
+    if prof.max_spikes_per_step > 1:
+        if not 1 <= max_spikes <= prof.max_spikes_per_step:
+            raise CompileError(f"{where}: max_spikes must be in [1, {prof.max_spikes_per_step}] for profile "
+                               f"{prof.name!r}, got {max_spikes}")
+        kw["max_spikes"] = max_spikes
+        rep["max_spikes"] = max_spikes
     if prof.name == "xylo" and lspec.reset == "subtract":
-        notes.append("xylo subtracts the threshold before the next decay (effectively beta*threshold) "
-                     "and may emit several spikes per step")
+        notes.append("xylo subtracts the threshold before the next decay (effectively beta*threshold)")
     layer = LayerProgram(neuron_type=neuron_type, reset=lspec.reset, w_shift=shift, weights=w_q,
                          bias=bias_q, threshold=thr_q, decay_mem=d_mem, **kw)
     rep = _weight_report(w, w_q, s, clipped) | {

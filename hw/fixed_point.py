@@ -14,7 +14,6 @@ from typing import Callable, NamedTuple
 
 import torch
 
-from .profiles import get_profile
 from .program import LayerProgram
 
 F32_EXACT = 2 ** 24   # every integer of magnitude <= 2**24 is a float32
@@ -45,6 +44,7 @@ class LayerParams(NamedTuple):
     rec_weights_t: torch.Tensor | None  # [N, N] float32 (rleaky_dense), transposed
     rec_shift: int
     rec_gain: torch.Tensor | None
+    max_spikes: int                  # spikes per step (1 for mcu/loihi)
 
 
 def layer_params(layer: LayerProgram, device: torch.device | str) -> LayerParams:
@@ -56,7 +56,8 @@ def layer_params(layer: LayerProgram, device: torch.device | str) -> LayerParams
 
     return LayerParams(layer.neuron_type, layer.reset, int(layer.w_shift), mat_t(layer.weights),
                        vec(layer.bias), vec(layer.threshold), vec(layer.decay_mem), vec(layer.decay_syn),
-                       mat_t(layer.rec_weights), int(layer.rec_shift), vec(layer.rec_gain))
+                       mat_t(layer.rec_weights), int(layer.rec_shift), vec(layer.rec_gain),
+                       max(1, int(layer.max_spikes)))
 
 
 def init_state(batch: int, n: int, device, counts: bool = False) -> NeuronState:
@@ -180,21 +181,17 @@ def xylo_decay(x: torch.Tensor, dash: torch.Tensor | int) -> torch.Tensor:
     return torch.where((dv == 0) & (x != 0), torch.sign(x), dv)
 
 
-XYLO_MAX_SPIKES = get_profile("xylo").max_spikes_per_step
-
-
 def xylo_drive(a: torch.Tensor, p: LayerParams) -> torch.Tensor:
     """A itself: Xylo adds the input after decaying the current."""
     return a
 
 
-def xylo_step(x: torch.Tensor, state: NeuronState, p: LayerParams, max_spikes: int = XYLO_MAX_SPIKES
-              ) -> tuple[torch.Tensor, NeuronState]:
-    """One step of a `xylo` layer (docs/fixed_point.md): returns spike counts 0..max_spikes. x: A."""
+def xylo_step(x: torch.Tensor, state: NeuronState, p: LayerParams) -> tuple[torch.Tensor, NeuronState]:
+    """One step of a `xylo` layer (docs/fixed_point.md): returns spike counts 0..p.max_spikes. x: A."""
     ds = p.decay_syn if p.decay_syn is not None else 0
     i = sat(state.i - xylo_decay(state.i, ds) + x, 16)
     v = sat(state.u - xylo_decay(state.u, p.decay_mem) + i + p.bias, 16)
-    n = torch.where(v >= p.threshold, torch.div(v, p.threshold, rounding_mode="floor").clamp(max=max_spikes),
+    n = torch.where(v >= p.threshold, torch.div(v, p.threshold, rounding_mode="floor").clamp(max=p.max_spikes),
                     torch.zeros_like(v))
     v = v - n * p.threshold
     return n, NeuronState(v, i, n)

@@ -69,6 +69,7 @@ class LayerProgram:
     rec_weights: np.ndarray | None = None
     rec_shift: int = 0
     rec_gain: np.ndarray | None = None
+    max_spikes: int = 0  # spikes per neuron per step: 0 = one (mcu, loihi); xylo: 1..15
 
     def __post_init__(self):
         if self.neuron_type not in NEURON_TYPES:
@@ -79,6 +80,8 @@ class LayerProgram:
             v = getattr(self, name)
             if not isinstance(v, (int, np.integer)) or not 0 <= v <= MAX_SHIFT:
                 raise ProgramError(f"{name} must be an integer in [0, {MAX_SHIFT}], got {v!r}")
+        if not isinstance(self.max_spikes, (int, np.integer)) or not 0 <= self.max_spikes <= 255:
+            raise ProgramError(f"max_spikes must be an integer in [0, 255], got {self.max_spikes!r}")
         w = self.weights
         if not isinstance(w, np.ndarray) or w.ndim != 2 or w.shape[0] < 1 or w.shape[1] < 1:
             raise ProgramError(f"weights must be a 2-D [N, M] array, got {getattr(w, 'shape', w)!r}")
@@ -143,8 +146,8 @@ class LayerProgram:
 
     def to_bytes(self) -> bytes:
         head = _RECORD.pack(RECORD_LAYER, NEURON_TYPES[self.neuron_type], RESET_MODES[self.reset],
-                            int(self.w_shift), self.fan_in, self.num_neurons, int(self.rec_shift), 0, 0,
-                            self.record_size())
+                            int(self.w_shift), self.fan_in, self.num_neurons, int(self.rec_shift),
+                            int(self.max_spikes), 0, self.record_size())
         parts = [head]
         for _, a in self.sections():
             raw = a.astype(a.dtype.newbyteorder("<")).tobytes()
@@ -154,7 +157,7 @@ class LayerProgram:
     def to_dict(self) -> dict:
         d = {"neuron_type": self.neuron_type, "reset": self.reset, "fan_in": self.fan_in,
              "num_neurons": self.num_neurons, "w_shift": int(self.w_shift),
-             "rec_shift": int(self.rec_shift)}
+             "rec_shift": int(self.rec_shift), "max_spikes": int(self.max_spikes)}
         for name, a in self.sections():
             d[name] = a.tolist()
         return d
@@ -171,6 +174,12 @@ class LayerProgram:
         if self.num_neurons > p.max_neurons_per_layer:
             raise ProgramError(f"{where}: {self.num_neurons} neurons exceed the profile {p.name!r} limit "
                                f"max_neurons_per_layer={p.max_neurons_per_layer}")
+        if p.max_spikes_per_step == 1 and self.max_spikes != 0:
+            raise ProgramError(f"{where}: max_spikes must be 0 for profile {p.name!r} (one spike per step), "
+                               f"got {self.max_spikes}")
+        if p.max_spikes_per_step > 1 and not 1 <= self.max_spikes <= p.max_spikes_per_step:
+            raise ProgramError(f"{where}: max_spikes must be in [1, {p.max_spikes_per_step}] for profile "
+                               f"{p.name!r}, got {self.max_spikes}")
         if self.fan_in > p.max_fan_in:
             raise ProgramError(f"{where}: fan-in {self.fan_in} exceeds the profile {p.name!r} limit "
                                f"max_fan_in={p.max_fan_in}")
@@ -379,7 +388,7 @@ def crc32_of(blob: bytes) -> int:
 def _decode_record(data: bytes, off: int, where: str) -> tuple[LayerProgram, int]:
     if off + RECORD_HEADER_SIZE > len(data):
         raise ProgramError(f"{where}: record header runs past the end of the program")
-    (rtype, ntype, reset, w_shift, fan_in, n, rec_shift, flags, reserved,
+    (rtype, ntype, reset, w_shift, fan_in, n, rec_shift, max_spikes, reserved,
      size) = _RECORD.unpack_from(data, off)
     if rtype != RECORD_LAYER:
         raise ProgramError(f"{where}: unknown record type {rtype} (version {FORMAT_VERSION} has only "
@@ -388,8 +397,8 @@ def _decode_record(data: bytes, off: int, where: str) -> tuple[LayerProgram, int
         raise ProgramError(f"{where}: unknown neuron type id {ntype}")
     if reset not in RESET_NAMES:
         raise ProgramError(f"{where}: unknown reset mode id {reset}")
-    if flags or reserved:
-        raise ProgramError(f"{where}: record flags/reserved bytes must be 0")
+    if reserved:
+        raise ProgramError(f"{where}: record reserved bytes must be 0")
     if fan_in < 1 or n < 1:
         raise ProgramError(f"{where}: fan_in and num_neurons must be >= 1, got {fan_in}, {n}")
     if w_shift > MAX_SHIFT or rec_shift > MAX_SHIFT:
@@ -420,5 +429,5 @@ def _decode_record(data: bytes, off: int, where: str) -> tuple[LayerProgram, int
     if "rec_weights" in arrays:
         arrays["rec_weights"] = arrays["rec_weights"].reshape(n, n)
     layer = LayerProgram(neuron_type=ntype_name, reset=RESET_NAMES[reset], w_shift=w_shift,
-                         rec_shift=rec_shift, **arrays)
+                         rec_shift=rec_shift, max_spikes=max_spikes, **arrays)
     return layer, off + size

@@ -97,7 +97,7 @@ class SimulatedDevice(Device):
             if probe:
                 membranes[k], layer_spikes[k] = mem.cpu(), out.to(torch.uint8).cpu()
             h = out.reshape(T * B, n)
-            max_count = self.profile.max_spikes_per_step
+            max_count = p.max_spikes
         counters[len(self._params) - 1]["spikes"] = fxp.count_exact(h)
         return RunResult(h.reshape(T, B, -1).to(torch.uint8).cpu(), counters,
                          membranes if probe else None, layer_spikes if probe else None)

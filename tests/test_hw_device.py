@@ -16,10 +16,11 @@ from hw.sim import SimulatedDevice
 def program(profile="mcu", seed=0):
     rng = np.random.default_rng(seed)
     dmax = 16 if profile == "xylo" else 1000
+    kw = {"max_spikes": 3} if profile == "xylo" else {}
     l0 = LayerProgram("leaky", "subtract", 2, rng.integers(-128, 128, (6, 4)), rng.integers(-20, 20, 6),
-                      rng.integers(50, 300, 6), rng.integers(0, dmax, 6))
+                      rng.integers(50, 300, 6), rng.integers(0, dmax, 6), **kw)
     l1 = LayerProgram("leaky", "subtract", 2, rng.integers(-128, 128, (3, 6)), np.zeros(3, int),
-                      rng.integers(50, 300, 3), rng.integers(0, dmax, 3))
+                      rng.integers(50, 300, 3), rng.integers(0, dmax, 3), **kw)
     return Program(profile, (l0, l1), num_steps=8)
 
 

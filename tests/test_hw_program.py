@@ -153,8 +153,16 @@ def test_profile_limits_are_enforced():
     big = LayerProgram("leaky", "subtract", 0, np.zeros((2, 3), int), np.zeros(2, int),
                        np.array([1, 40000]), np.zeros(2, int))
     Program("mcu", (big,))
-    with pytest.raises(ProgramError, match=r"layer 0: thresholds must be in \[1, 32767\].*xylo"):
+    with pytest.raises(ProgramError, match=r"max_spikes must be in \[1, 15\] for profile 'xylo', got 0"):
         Program("xylo", (big,))
+    big_x = LayerProgram("leaky", "subtract", 0, np.zeros((2, 3), int), np.zeros(2, int),
+                         np.array([1, 40000]), np.zeros(2, int), max_spikes=2)
+    with pytest.raises(ProgramError, match=r"layer 0: thresholds must be in \[1, 32767\].*xylo"):
+        Program("xylo", (big_x,))
+    multi = LayerProgram("leaky", "subtract", 0, np.zeros((2, 3), int), np.zeros(2, int), np.ones(2, int),
+                         np.zeros(2, int), max_spikes=2)
+    with pytest.raises(ProgramError, match="max_spikes must be 0 for profile 'mcu'"):
+        Program("mcu", (multi,))
     with pytest.raises(ProgramError, match="reset 'subtract' is not supported by profile 'loihi'"):
         Program("loihi", (big,))
     wide = LayerProgram("leaky", "subtract", 0, np.zeros((513, 2), int), np.zeros(513, int),

@@ -85,7 +85,7 @@ def ref_layer_step(profile, L, s_in, st):
             cur[i] = sat(cur[i] - xylo_dec(cur[i], ds) + A[i], 16)
             v = sat(u[i] - xylo_dec(u[i], L["dm"][i]) + cur[i] + b, 16)
             k = 0
-            while v >= th and k < 15:
+            while v >= th and k < L["max_spikes"]:
                 v -= th
                 k += 1
             u[i], out[i] = v, k
@@ -99,7 +99,8 @@ def as_ref(layer: LayerProgram) -> dict:
             "ds": None if layer.decay_syn is None else layer.decay_syn.astype(int).tolist(),
             "Wr": None if layer.rec_weights is None else layer.rec_weights.astype(int).tolist(),
             "rec_shift": int(layer.rec_shift),
-            "g": None if layer.rec_gain is None else layer.rec_gain.astype(int).tolist()}
+            "g": None if layer.rec_gain is None else layer.rec_gain.astype(int).tolist(),
+            "max_spikes": int(layer.max_spikes)}
 
 
 def ref_run(program: Program, spikes):
@@ -156,6 +157,7 @@ def random_layer(rng, profile, ntype, reset, m, n, big=False):
         th = rng.integers(1, 32768 if big else 400, size=n)
         bias = rng.integers(-32768 if big else -30, 32768 if big else 30, size=n)
         dm = rng.integers(0, 16, size=n)
+        kw["max_spikes"] = int(rng.integers(1, 16))
         if ntype == "synaptic":
             kw["decay_syn"] = rng.integers(0, 16, size=n)
     return LayerProgram(ntype, reset, shift, w, bias, th, dm, **kw)
@@ -220,12 +222,15 @@ def test_loihi_current_wraps_and_voltage_clips_as_lava():
 def test_xylo_saturates_at_int16():
     # A = 9 * -128 << 7 = -147456 -> I = -32768 -> V = -32768; next: V - (V >> 1) + I = -49152 -> -32768
     layer = LayerProgram("leaky", "subtract", 7, np.full((1, 9), -128), np.array([0]), np.array([100]),
-                         np.array([1]))
+                         np.array([1]), max_spikes=15)
     assert _run_single("xylo", layer, 2) == ([0, 0], [-32768, -32768])
     # positive: I = 32767, V = 32767 -> min(15, 32767 // 1000) = 15 spikes, V = 32767 - 15000
     layer = LayerProgram("leaky", "subtract", 7, np.full((1, 9), 127), np.array([0]), np.array([1000]),
-                         np.array([15]))
+                         np.array([15]), max_spikes=15)
     assert _run_single("xylo", layer, 1) == ([15], [17767])
+    capped = LayerProgram("leaky", "subtract", 7, np.full((1, 9), 127), np.array([0]), np.array([1000]),
+                          np.array([15]), max_spikes=4)  # the chip's per-step cap: 4 spikes, V = 32767 - 4000
+    assert _run_single("xylo", capped, 1) == ([4], [28767])
 
 
 # ------------------------------------------------------------------------------ hand-computed values
@@ -274,7 +279,7 @@ def test_loihi_trajectory_by_hand():
 def test_xylo_multi_spike_trajectory_by_hand():
     # dash_mem 1 (beta 0.5), w = 100, theta 30: V = 100 -> 3 spikes, V = 10; then 10 - 5 + 100 = 105
     # -> 3 spikes, V = 15; then 15 - 7 = 8 (no input)
-    s, u = _one_neuron("xylo", "leaky", "subtract", 100, 30, 1, [1, 1, 0])
+    s, u = _one_neuron("xylo", "leaky", "subtract", 100, 30, 1, [1, 1, 0], max_spikes=15)
     assert s == [3, 3, 0] and u == [10, 15, 8]
 
 
