@@ -280,3 +280,15 @@ def test_cli_crosscheck_json(trained_digits_checkpoint, tmp_path, capsys):
     assert json.loads((tmp_path / "crosscheck.json").read_text())["spike_agreement"] == 1.0
     assert main(["crosscheck", str(trained_digits_checkpoint), "--samples", "100000", "--json",
                  "--out", str(tmp_path)]) == 2
+
+
+def test_cli_rejects_maxpool_checkpoint_naming_the_layer(tmp_path, capsys):
+    from experiments.cli import main
+    from snn.checkpoint import save_checkpoint
+    from snn.presets import conv
+
+    spec = conv((1, 8, 8), 10, channels=(2, 4), num_steps=5)
+    path = save_checkpoint(tmp_path / "conv.safetensors", spec, build_model(spec), extra={"dataset": "digits"})
+    assert main(["crosscheck", str(path), "--samples", "1", "--json", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "layer 1 (maxpool2d) is not supported by the Brian2 reference" in err

@@ -164,7 +164,7 @@ def collect(plan: NetworkPlan, monitors, T: int, B: int) -> dict[int, dict[str, 
     out = {}
     for layer in plan.layers:
         state_mon, spike_mon = monitors[layer.spec_index]
-        v = np.asarray(state_mon.v_ if hasattr(state_mon, "v_") else state_mon.v, dtype=np.float64)
+        v = np.asarray(state_mon.v_, dtype=np.float64)
         if v.shape != (layer.n, T * B):
             raise RuntimeError(f"Brian2 recorded {v.shape[1]} steps of layer {layer.spec_index}, expected {T * B}")
         rec = {"mem": v.reshape(layer.n, B, T).transpose(2, 1, 0).copy()}
@@ -205,12 +205,16 @@ def run_brian2(plan: NetworkPlan, inputs, target: str = "numpy", cache_dir: str 
     if target not in TARGETS:
         raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
     spikes = check_inputs(plan, inputs)
-    import brian2  # noqa: F401  (imported before the clock starts: a one-time cost, not the simulation's)
+    import brian2  # imported before the clock starts: a one-time cost, not the simulation's
 
     t0 = time.perf_counter()
     if target == "cpp_standalone":
         layers, timing = _run_standalone(plan, spikes, cache_dir)
     else:
+        device = brian2.get_device()
+        if type(device).__name__ != "RuntimeDevice":
+            raise RuntimeError(f"Brian2's device in this process is {type(device).__name__}, not the runtime device "
+                               "the numpy/cython targets need (was set_device() called elsewhere?)")
         with brian2_prefs(target, cache_dir):
             layers, timing = _simulate(plan, spikes, progress=progress)
     return Brian2Result(layers, time.perf_counter() - t0, target, timing)
@@ -230,7 +234,10 @@ def _structure_key(plan: NetworkPlan, spikes: np.ndarray) -> str:
 
 
 def _run_standalone(plan: NetworkPlan, spikes: np.ndarray, cache_dir):
-    from filelock import FileLock
+    try:
+        from filelock import FileLock  # installed with torch
+    except ImportError:  # pragma: no cover
+        from brian2.utils.filelock import FileLock
 
     root = Path(cache_dir) if cache_dir is not None else cache_root()
     project = root / "cpp_standalone" / _structure_key(plan, spikes)
