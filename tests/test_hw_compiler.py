@@ -140,3 +140,14 @@ def test_trained_digits_on_mcu_and_xylo(trained_digits_checkpoint, digits):
         assert agree >= min_agree, (profile, agree)
         assert math.isclose(sum(c["spikes"] for c in run.counters.values()),
                             float(run.output_spikes.sum()) + run.counters[0]["spikes"])
+
+
+def test_max_spikes_option():
+    s = fc((1, 8, 8), 10, hidden=16)
+    sd = build_model(s).state_dict()
+    assert [l.max_spikes for l in compile_model(s, sd, "xylo").layers] == [1, 1]
+    prog = compile_model(s, sd, "xylo", max_spikes=15)
+    assert [l.max_spikes for l in prog.layers] == [15, 15] and prog.report["layers"][0]["max_spikes"] == 15
+    assert [l.max_spikes for l in compile_model(s, sd, "mcu", max_spikes=15).layers] == [0, 0]
+    with pytest.raises(CompileError, match=r"max_spikes must be in \[1, 15\]"):
+        compile_model(s, sd, "xylo", max_spikes=16)
