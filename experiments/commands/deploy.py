@@ -17,6 +17,7 @@ def register(sub) -> None:
     p.add_argument("checkpoint")
     p.add_argument("--device", default="sim", help="device URI: sim, sim:cuda, emulator, serial:///dev/ttyACM0?baud=...")
     p.add_argument("--profile", default="mcu", help="chip profile: mcu, loihi, xylo")
+    p.add_argument("--max-spikes", type=int, default=1, help="xylo: spikes per neuron per step (1..15)")
     add_dataset_args(p)
     p.set_defaults(dataset=None)
     p.add_argument("--batch-size", type=int, default=256, help="samples per Device.run call")

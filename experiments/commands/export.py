@@ -13,6 +13,7 @@ def register(sub) -> None:
     p.add_argument("checkpoint")
     p.add_argument("--format", choices=["program", "nir"], default="program")
     p.add_argument("--profile", default="mcu", help="chip profile for --format program (mcu, loihi, xylo)")
+    p.add_argument("--max-spikes", type=int, default=1, help="xylo: spikes per neuron per step (1..15)")
     p.add_argument("--out", required=True, help="output file (.slpg program; .nir/.h5 NIR graph)")
     add_json_flag(p)
     p.set_defaults(func=run)
@@ -30,7 +31,7 @@ def run(args) -> int:
              args.json, title=f"wrote NIR graph {out}")
         return 0
     from hw.compiler import compile_model
-    prog = compile_model(ckpt.spec, ckpt.state_dict, args.profile)
+    prog = compile_model(ckpt.spec, ckpt.state_dict, args.profile, max_spikes=args.max_spikes)
     prog.save(out)
     view = prog.save_json(out.with_name(out.name + ".json"))
     emit({"format": "program", "profile": prog.profile, "out": out, "json_view": view,
