@@ -41,7 +41,8 @@ class Deployment:
 
 
 def deploy_checkpoint(ckpt, data, device_uri: str, profile: str, seed: int = EVAL_SEED,
-                      batch_size: int = 256, progress: bool = True, program=None) -> Deployment:
+                      batch_size: int = 256, progress: bool = True, program=None,
+                      max_spikes: int = 1) -> Deployment:
     """Compile `ckpt` for `profile` (unless `program` is given), run the test set of `data` on the
     device at `device_uri` and on the float model, and compare (and with `sim` for other devices)."""
     import torch
@@ -52,7 +53,8 @@ def deploy_checkpoint(ckpt, data, device_uri: str, profile: str, seed: int = EVA
 
     spec = ckpt.spec
     x, y = fit_inputs(spec, data.test_x), data.test_y
-    prog = program if program is not None else compile_model(spec, ckpt.state_dict, profile)
+    prog = program if program is not None else compile_model(spec, ckpt.state_dict, profile,
+                                                             max_spikes=max_spikes)
     model = ckpt.build(dtype=torch.float32).eval()
     fraster, fpred = float_predictions(model, spec, x, seed=seed)
     inputs = device_inputs(spec, x, range(len(x)), seed)
@@ -98,7 +100,7 @@ def run(args) -> int:
     args.dataset = args.dataset or ckpt.extra.get("dataset", "digits")
     data = load_data(args)
     dep = deploy_checkpoint(ckpt, data, args.device, args.profile, args.seed, args.batch_size,
-                            progress=not args.no_progress)
+                            progress=not args.no_progress, max_spikes=args.max_spikes)
     result = {"checkpoint": args.checkpoint} | dep.result
     if args.plot:
         result["plot"] = _plot(dep.float_raster.sum(0), dep.device_run.counts, dep.program.report["layers"],
