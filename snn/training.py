@@ -103,8 +103,10 @@ def evaluate(model: SpikingNetwork, x: torch.Tensor, y: torch.Tensor, seed: int 
     ids = list(range(len(x))) if sample_ids is None else list(sample_ids)
     counts = []
     for s in range(0, len(x), batch_size):
-        xb = x[s:s + batch_size].to(dev, dtype)
-        spk = encode_samples(model.spec, xb, ids[s:s + batch_size], seed)
+        # encode on the CPU, then move: CUDA generators draw other numbers than CPU ones, and
+        # every device must see the same input spikes for a sample
+        xb = x[s:s + batch_size].to("cpu", dtype)
+        spk = encode_samples(model.spec, xb, ids[s:s + batch_size], seed).to(dev)
         counts.append(model(spk).spikes.sum(0).cpu())
     counts = torch.cat(counts) if counts else torch.zeros(0, model.spec.num_outputs)
     pred = predict(counts)

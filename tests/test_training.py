@@ -186,3 +186,17 @@ def test_trains_any_spec_shape():
     y = (x[:, 0] > x[:, 1]).long()
     res = Trainer(spec, x, y, _cfg(epochs=1, batch_size=16, val_fraction=0.25)).fit()
     assert len(res.history) == 1 and 0 <= res.val_accuracy <= 1
+
+
+@pytest.mark.gpu
+def test_trains_on_cuda_and_checkpoint_loads_on_cpu(small_digits, tmp_path):
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    d = small_digits
+    res = Trainer(tiny_spec(num_steps=10), d.train_x, d.train_y, _cfg(epochs=4, batch_size=30, device="cuda"),
+                  tmp_path, test_x=d.test_x, test_y=d.test_y).fit()
+    assert next(res.model.parameters()).device.type == "cuda"
+    assert res.test_accuracy > 0.5
+    cpu_acc = evaluate(load_checkpoint(res.checkpoint).build(), d.test_x, d.test_y)["accuracy"]
+    # same weights and the same (CPU-drawn) input spikes; float differences may flip a few output spikes
+    assert abs(cpu_acc - res.test_accuracy) <= 0.02
