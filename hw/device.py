@@ -119,7 +119,7 @@ def check_input_spikes(spikes: torch.Tensor, num_inputs: int) -> torch.Tensor:
     if spikes.shape[0] < 1 or spikes.shape[1] < 1:
         raise ValueError(f"spikes must have T >= 1 and B >= 1, got {list(spikes.shape)}")
     if spikes.dtype in (torch.uint8, torch.bool):
-        bad = spikes.dtype == torch.uint8 and bool(spikes.max() > 1)  # unsigned: only > 1 is wrong
+        bad = spikes.dtype == torch.uint8 and bool(spikes.amax() > 1)  # unsigned: only > 1 is wrong
     else:
         bad = bool(((spikes != 0) & (spikes != 1)).any())  # also catches NaN
     if bad:

@@ -79,17 +79,19 @@ def _float32_gemm_is_exact(device: torch.device) -> bool:
 
 
 def count_exact(s: torch.Tensor) -> int:
-    """Σ s over a [B, M] float tensor of small non-negative integers, exactly: each row sum is at most
-    M · 15 < 2**24 (exact in float32), and the row sums are added in float64 (exact below 2**53)."""
+    """Σ s over a [B, M] float tensor of small non-negative integers, exactly: row sums (each at most
+    M · 15 < 2**24, exact in float32 whatever the summation order), added in float64."""
     return int(s.sum(dim=1).to(torch.float64).sum())
 
 
-def exact_dot(s: torch.Tensor, w_t: torch.Tensor, max_count: int) -> torch.Tensor:
-    """Σ_j s[b, j] · W[j, n] exactly, as int64 [B, N].
+def exact_dot(s: torch.Tensor, w_t: torch.Tensor, max_count: int, shift: int = 0) -> torch.Tensor:
+    """(Σ_j s[b, j] · W[j, n]) << shift exactly, as int64 [B, N].
 
     s: [B, M] non-negative integer counts (≤ max_count; spikes are 0/1), any dtype; w_t: [M, N] integer-valued
     float32 with |W| ≤ 128. Every partial sum is bounded by M · 128 · max_count; below 2**24 a float32
-    GEMM is exact whatever its summation order, below 2**53 a float64 GEMM is."""
+    GEMM is exact whatever its summation order, below 2**53 a float64 GEMM is. The shift is a
+    multiplication by 2**shift in floating point, exact for any integer result (only the exponent
+    changes), before the conversion to int64."""
     bound = w_t.shape[0] * 128 * max(int(max_count), 1)
     if bound <= F32_EXACT and _float32_gemm_is_exact(w_t.device):
         out = s.to(torch.float32) @ w_t
@@ -97,6 +99,8 @@ def exact_dot(s: torch.Tensor, w_t: torch.Tensor, max_count: int) -> torch.Tenso
         out = s.to(torch.float64) @ w_t.to(torch.float64)
     else:  # pragma: no cover - excluded by the profile limits (fan-in <= 4096, counts <= 15)
         raise ValueError(f"weighted sum bound {bound} exceeds 2**53; no exact GEMM path")
+    if shift:
+        out *= float(2 ** shift)
     return out.to(torch.int64)
 
 

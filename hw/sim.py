@@ -77,8 +77,9 @@ class SimulatedDevice(Device):
         counters, membranes, layer_spikes = {}, {}, {}
         for k, p in enumerate(self._params):
             n = p.threshold.shape[0]
-            a, in_count = fxp.exact_dot(h, p.weights_t, max_count), fxp.count_exact(h)
-            drive = drive_fn((a << p.w_shift).reshape(T, B, n), p)
+            a = fxp.exact_dot(h, p.weights_t, max_count, p.w_shift)
+            in_count = fxp.count_exact(h)
+            drive = drive_fn(a.reshape(T, B, n), p)
             state = fxp.init_state(B, n, self.device, counts=self.profile.max_spikes_per_step > 1)
             out = torch.empty(T, B, n, dtype=torch.float32, device=self.device)
             mem = torch.empty(T, B, n, dtype=torch.int32, device=self.device) if probe else None
