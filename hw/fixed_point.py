@@ -37,6 +37,7 @@ class LayerParams(NamedTuple):
     reset: str
     w_shift: int
     weights_t: torch.Tensor          # [M, N] float32, integer valued
+    weights_t_shifted: torch.Tensor  # [M, N] float32: W^T · 2**w_shift (see exact_dot_float)
     bias: torch.Tensor
     threshold: torch.Tensor
     decay_mem: torch.Tensor
@@ -54,7 +55,8 @@ def layer_params(layer: LayerProgram, device: torch.device | str) -> LayerParams
     def mat_t(a):
         return None if a is None else torch.as_tensor(a.astype("float32").T.copy(), device=device)
 
-    return LayerParams(layer.neuron_type, layer.reset, int(layer.w_shift), mat_t(layer.weights),
+    w_t = mat_t(layer.weights)
+    return LayerParams(layer.neuron_type, layer.reset, int(layer.w_shift), w_t, w_t * float(2 ** layer.w_shift),
                        vec(layer.bias), vec(layer.threshold), vec(layer.decay_mem), vec(layer.decay_syn),
                        mat_t(layer.rec_weights), int(layer.rec_shift), vec(layer.rec_gain),
                        max(1, int(layer.max_spikes)))
@@ -85,7 +87,17 @@ def count_exact(s: torch.Tensor) -> int:
 
 
 def exact_dot(s: torch.Tensor, w_t: torch.Tensor, max_count: int, shift: int = 0) -> torch.Tensor:
-    """(Σ_j s[b, j] · W[j, n]) << shift exactly, as int64 [B, N].
+    """(Σ_j s[b, j] · W[j, n]) << shift exactly, as int64 [B, N] (see `exact_dot_float`)."""
+    return exact_dot_float(s, w_t, max_count, shift).to(torch.int64)
+
+
+def exact_dot_float(s: torch.Tensor, w_t: torch.Tensor, max_count: int, shift: int = 0) -> torch.Tensor:
+    """(Σ_j s[b, j] · W[j, n]) << shift exactly, as a float32/float64 tensor [B, N] of integers
+    (every value converts to int64 without rounding).
+
+    `w_t` may already hold W · 2**k (`LayerParams.weights_t_shifted`): every product and partial sum
+    is then an integer below the bound times 2**k, which a float holds exactly (only the exponent
+    differs), so the same bound proves exactness.
 
     s: [B, M] non-negative integer counts (≤ max_count; spikes are 0/1), any dtype; w_t: [M, N] integer-valued
     float32 with |W| ≤ 128. Every partial sum is bounded by M · 128 · max_count; below 2**24 a float32
@@ -101,7 +113,7 @@ def exact_dot(s: torch.Tensor, w_t: torch.Tensor, max_count: int, shift: int = 0
         raise ValueError(f"weighted sum bound {bound} exceeds 2**53; no exact GEMM path")
     if shift:
         out *= float(2 ** shift)
-    return out.to(torch.int64)
+    return out
 
 
 def sat(x: torch.Tensor, bits: int) -> torch.Tensor:

@@ -77,14 +77,14 @@ class SimulatedDevice(Device):
         counters, membranes, layer_spikes = {}, {}, {}
         for k, p in enumerate(self._params):
             n = p.threshold.shape[0]
-            a = fxp.exact_dot(h, p.weights_t, max_count, p.w_shift)
+            # one GEMM for all steps; conversion and drive per step keep the large tensors few
+            a = fxp.exact_dot_float(h, p.weights_t_shifted, max_count).reshape(T, B, n)
             in_count = fxp.count_exact(h)
-            drive = drive_fn(a.reshape(T, B, n), p)
             state = fxp.init_state(B, n, self.device, counts=self.profile.max_spikes_per_step > 1)
             out = torch.empty(T, B, n, dtype=torch.float32, device=self.device)
             mem = torch.empty(T, B, n, dtype=torch.int32, device=self.device) if probe else None
             for t in range(T):
-                s, state = step_fn(drive[t], state, p)
+                s, state = step_fn(drive_fn(a[t].to(torch.int64), p), state, p)
                 out[t] = s
                 if probe:
                     mem[t] = state.u
