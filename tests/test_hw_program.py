@@ -177,3 +177,16 @@ def test_profile_limits_are_enforced():
                             np.zeros(1, int))
     with pytest.raises(ProgramError, match="mantissa"):
         Program("loihi", (odd_bias,))  # 4097 is odd and above the 12-bit mantissa
+
+
+def test_xylo_max_spikes_is_record_byte_9():
+    layer = LayerProgram("synaptic", "subtract", 2, np.array([[3, -4]]), np.array([1]), np.array([50]),
+                         np.array([3]), decay_syn=np.array([2]), max_spikes=7)
+    blob = Program("xylo", (layer,)).to_bytes()
+    assert blob[6] == 3 and blob[48 + 9] == 7
+    back = Program.from_bytes(blob)
+    assert back.layers[0].max_spikes == 7 and back.to_bytes() == blob
+    bad = bytearray(blob)
+    bad[48 + 9] = 0
+    with pytest.raises(ProgramError, match=r"max_spikes must be in \[1, 15\]"):
+        Program.from_bytes(_restamp(bad))
