@@ -292,3 +292,11 @@ def test_cli_rejects_maxpool_checkpoint_naming_the_layer(tmp_path, capsys):
     assert main(["crosscheck", str(path), "--samples", "1", "--json", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "layer 1 (maxpool2d) is not supported by the Brian2 reference" in err
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA: snnTorch side on the GPU")
+def test_snntorch_on_cuda_float64_agrees_bit_exact():
+    spec = mixed_spec("zero", 2)
+    report = crosscheck((spec, grid_state(spec, 2)), random_input(spec, 3, 2), device="cuda")
+    assert_exact(report)

@@ -158,13 +158,15 @@ def _predict(spikes: np.ndarray) -> np.ndarray:
 
 def crosscheck(source, input_spikes, target: str = "numpy", dtype: torch.dtype | str = torch.float64,
                cache_dir: str | Path | None = None, tolerance: float = DEFAULT_TOLERANCE,
-               brian2_spec: ModelSpec | None = None, progress: bool = False) -> CrossCheckReport:
+               brian2_spec: ModelSpec | None = None, progress: bool = False,
+               device: str = "cpu") -> CrossCheckReport:
     """Run `source` (Checkpoint, checkpoint path, or (spec, state_dict)) in snnTorch (`dtype`) and in
     Brian2 (`target`, always float64) on the same input spikes [T, B, *input_shape] and compare.
 
     brian2_spec: simulate this spec in Brian2 instead (same weights) — for negative tests of the
     check itself, e.g. a spec with the reset mode swapped must not agree.
-    progress: Brian2 prints its run progress to stderr (numpy and cython targets)."""
+    progress: Brian2 prints its run progress to stderr (numpy and cython targets).
+    device: where snnTorch runs ("cpu" by default; on "cuda" the float64 sums may round differently)."""
     if isinstance(dtype, str):
         if dtype not in _DTYPES:
             raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
@@ -177,7 +179,7 @@ def crosscheck(source, input_spikes, target: str = "numpy", dtype: torch.dtype |
     x = _as_tensor(input_spikes, spec)
     plan: NetworkPlan = translate(brian2_spec or spec, state_dict)
     check_inputs(plan, x.numpy())  # binary spikes of the right shape, before any simulation runs
-    traces_a, t_snn = run_snntorch(spec, state_dict, x, dtype)
+    traces_a, t_snn = run_snntorch(spec, state_dict, x, dtype, device=device)
     b2 = run_brian2(plan, x.numpy(), target=target, cache_dir=cache_dir, progress=progress)
     kinds = {i: spec.layers[i].type_name for i in traces_a}
     layers = compare_traces(traces_a, b2.layers, kinds)

@@ -23,6 +23,7 @@ else `~/.cache/spikeloop/brian2` (see `cache_root`).
 from __future__ import annotations
 
 import contextlib
+import gc
 import hashlib
 import json
 import os
@@ -179,18 +180,33 @@ def collect(plan: NetworkPlan, monitors, T: int, B: int) -> dict[int, dict[str, 
 
 
 def _simulate(plan: NetworkPlan, spikes: np.ndarray, standalone_dir: Path | None = None, progress: bool = False):
-    """Build and run under the current prefs/device; returns (layers, timing)."""
+    """Build and run under the current prefs/device; returns (layers, timing).
+
+    Brian2's Network.run() starts with a full gc.collect() (only to warn about stray Brian2
+    objects); with torch loaded, that scan of the whole heap was a third of a small run. The heap
+    that exists before the build is frozen for the call, so the collections only scan this
+    network's objects. The network is collected before returning: its object names (which appear
+    in the generated code, hence in the compiled-code cache key) are free again for the next run."""
     import brian2 as b2
 
     T, B, _ = spikes.shape
-    t0 = time.perf_counter()
-    net, monitors, n_steps = build_network(plan, spikes)
-    t1 = time.perf_counter()
-    net.run(n_steps * plan.dt_s * b2.second, namespace={}, report="stderr" if progress else None)
-    if standalone_dir is not None:
-        b2.device.build(directory=str(standalone_dir), compile=True, run=True, with_output=False)
-    t2 = time.perf_counter()
-    layers = collect(plan, monitors, T, B)
+    freeze = gc.get_freeze_count() == 0  # leave a caller's own gc.freeze() alone
+    if freeze:
+        gc.freeze()
+    try:
+        t0 = time.perf_counter()
+        net, monitors, n_steps = build_network(plan, spikes)
+        t1 = time.perf_counter()
+        net.run(n_steps * plan.dt_s * b2.second, namespace={}, report="stderr" if progress else None)
+        if standalone_dir is not None:
+            b2.device.build(directory=str(standalone_dir), compile=True, run=True, with_output=False)
+        t2 = time.perf_counter()
+        layers = collect(plan, monitors, T, B)
+        del net, monitors
+        gc.collect()
+    finally:
+        if freeze:
+            gc.unfreeze()
     return layers, {"build_seconds": t1 - t0, "run_seconds": t2 - t1}
 
 
