@@ -233,9 +233,22 @@ def build_model(spec: ModelSpec, state_dict: dict | None = None, dtype: torch.dt
     return model
 
 
+SPEC_BUFFERS = ("reset_mechanism_val",)  # snnTorch buffers that encode spec fields, not trained values
+
+
+def without_spec_buffers(state_dict: dict) -> dict:
+    """The state dict minus buffers the spec determines (e.g. the reset mode), for loading trained
+    weights into a deliberately different spec."""
+    return {k: v for k, v in state_dict.items() if not k.endswith(SPEC_BUFFERS)}
+
+
 def load_weights(model: SpikingNetwork, state_dict: dict) -> None:
     """Load weights, raising ValueError naming missing/unexpected/mis-shaped tensors."""
     own = model.state_dict()
+    state_dict = dict(state_dict)
+    for k in own:  # spec-derived buffers may be left out: the spec supplies them
+        if k.endswith(SPEC_BUFFERS) and k not in state_dict:
+            state_dict[k] = own[k]
     missing = sorted(set(own) - set(state_dict))
     unexpected = sorted(set(state_dict) - set(own))
     bad = sorted(k for k in set(own) & set(state_dict) if tuple(own[k].shape) != tuple(state_dict[k].shape))
@@ -249,6 +262,14 @@ def load_weights(model: SpikingNetwork, state_dict: dict) -> None:
             parts.append("shape mismatch " + ", ".join(
                 f"{k}: spec {tuple(own[k].shape)} vs weights {tuple(state_dict[k].shape)}" for k in bad[:5]))
         raise ValueError("weights do not match the model spec: " + "; ".join(parts))
+    # snnTorch keeps the reset mode as a buffer; the spec is the one source of truth, so weights
+    # saved with another reset mode are refused rather than silently overriding the spec.
+    for k in sorted(own):
+        if k.endswith("reset_mechanism_val") and not torch.equal(own[k].cpu(), state_dict[k].cpu()):
+            modes = ("subtract", "zero", "none")
+            layer = k.split(".")[1]
+            raise ValueError(f"weights do not match the model spec: layer {layer} was saved with reset "
+                             f"{modes[int(state_dict[k])]!r} but the spec says {modes[int(own[k])]!r}")
     model.load_state_dict({k: v.to(own[k].dtype) if v.is_floating_point() else v for k, v in state_dict.items()})
 
 

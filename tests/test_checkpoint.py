@@ -194,3 +194,16 @@ def test_weights_that_do_not_fit_the_spec(tmp_path):
 
 def test_checkpoint_error_is_a_value_error():
     assert issubclass(CheckpointError, ValueError)  # the CLI reports ValueErrors as clean errors
+
+
+def test_weights_saved_with_another_reset_mode_are_refused():
+    """The reset mode lives in the spec; a state dict from a model with the other mode must not
+    silently override it."""
+    import pytest as _pytest
+
+    from snn.model import build_model
+    from snn.presets import fc
+
+    sub = build_model(fc((4,), 3, hidden=5, reset="subtract"))
+    with _pytest.raises(ValueError, match=r"layer 1 was saved with reset 'subtract' but the spec says 'zero'"):
+        build_model(fc((4,), 3, hidden=5, reset="zero"), sub.state_dict())

@@ -16,7 +16,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from ..model import build_model
+from ..model import build_model, without_spec_buffers
 from ..spec import AvgPool2d, Conv2d, Flatten, Leaky, Linear, MaxPool2d, ModelSpec, RLeaky, Synaptic
 from .plan import Connection, LayerPlan, NetworkPlan
 
@@ -103,7 +103,9 @@ def translate(spec: ModelSpec, state_dict: dict[str, torch.Tensor]) -> NetworkPl
     Neuron parameters are the effective values snnTorch applies (`neuron_parameters()`: beta and
     alpha clamped to [0, 1]). Raises `UnsupportedLayerError` naming the first layer that cannot be
     reproduced, and ValueError if the weights do not fit the spec."""
-    params = build_model(spec, state_dict, dtype=torch.float64).neuron_parameters()
+    # the spec decides the reset mode (spec-derived buffers dropped: a deliberately different spec
+    # may be simulated with these weights, see crosscheck(brian2_spec=...))
+    params = build_model(spec, without_spec_buffers(state_dict), dtype=torch.float64).neuron_parameters()
     shapes = spec.shapes()
     in_shapes = [spec.input_shape] + shapes[:-1]
     state = dict(state_dict)
