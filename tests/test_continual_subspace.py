@@ -73,10 +73,13 @@ def test_new_neurons_learn_the_residual_next_to_frozen_ones():
     assert _subspace_distance(sub.H[2:], _top_eigvecs(C, 2, skip=2)) < 0.06
 
 
-def _reference_rule(W, x, lr, fix, mom_buf, m=0.9, clip=10.0):
+def _reference_rule(W, x, lr, fix, mom_buf, m=0.9, clip=10.0, spike=None):
     """The paper's update transcribed in numpy: y = x Wᵀ, xhat = y W, dW = yᵀ(x - xhat)/B clipped,
-    rows in `fix` not updated and their momentum kept."""
+    rows in `fix` not updated and their momentum kept. spike=(scale, levels): y carried as spikes."""
     y = x @ W.T
+    if spike is not None:
+        scale, levels = spike
+        y = np.round(np.clip(y, -scale, scale) / scale * levels) / levels * scale
     xhat = y @ W
     dW = np.clip(y.T @ (x - xhat) / x.shape[0], -clip, clip)
     dW[fix] = 0.0
@@ -111,6 +114,21 @@ def test_update_matches_numpy_transcription_of_the_rule():
     for _ in range(3):
         b, vb = oja_subspace_update(torch.from_numpy(W[:mf]), b, torch.from_numpy(xs[0]), 0.05, 1, velocity=vb)
     assert torch.allclose(a, b, atol=1e-13) and torch.allclose(va, vb, atol=1e-13)
+
+
+def test_spiking_lateral_neurons_match_the_transcription():
+    rng = np.random.default_rng(7)
+    n, mf, mn, B = 10, 2, 3, 8
+    W = rng.standard_normal((mf + mn, n))
+    mom = np.zeros((mf + mn, n))
+    x = rng.standard_normal((B, n)) * 2
+    ref_W, _ = _reference_rule(W, x, 0.05, list(range(mf)), mom, spike=(2.0, 4.0))
+    plain_W, _ = _reference_rule(W, x, 0.05, list(range(mf)), mom)
+    new, _ = oja_subspace_update(torch.from_numpy(W[:mf]), torch.from_numpy(W[mf:]), torch.from_numpy(x), 0.05,
+                                 velocity=torch.zeros(mn, n, dtype=torch.float64),
+                                 quantize=spike_quantizer(2.0, 4.0))
+    np.testing.assert_allclose(new.numpy(), ref_W[mf:], rtol=1e-12, atol=1e-12)
+    assert np.abs(ref_W - plain_W).max() > 1e-3  # quantization matters at this coarseness
 
 
 def test_update_clips_large_steps():

@@ -43,11 +43,13 @@ def parse_strategies(text: str) -> tuple[str, ...]:
     return names
 
 
-def strategy_options(args) -> dict[str, dict]:
-    """Per-strategy options from the command line (only the ones given)."""
-    opts: dict[str, dict] = {"ewc": {}, "gpm": {}, "hlop": {}, "replay": {}}
+def strategy_options(args, sched) -> dict[str, dict]:
+    """Per-strategy options: the schedule's, overridden by the command line's."""
+    opts: dict[str, dict] = {"ewc": dict(sched.ewc), "gpm": dict(sched.gpm), "hlop": dict(sched.hlop), "replay": {}}
     if args.ewc_lambda is not None:
         opts["ewc"]["lam"] = args.ewc_lambda
+    if args.hlop_lr is not None:
+        opts["hlop"]["lr"] = args.hlop_lr
     if args.hlop_iterations is not None:
         opts["hlop"]["iterations"] = args.hlop_iterations
     if args.hlop_size_scale is not None:
@@ -84,7 +86,7 @@ def run(args) -> dict:
     spec = mlp_spec(stream.input_shape[0], stream.num_outputs, sched.hidden, sched.num_steps)
     config = ContinualConfig(epochs=sched.epochs, batch_size=sched.batch_size, lr=sched.lr, seed=args.seed,
                              device=args.device, progress=not args.no_progress)
-    results = run_strategies(spec, stream, names, config, options=strategy_options(args))
+    results = run_strategies(spec, stream, names, config, options=strategy_options(args, sched))
 
     out: dict = {}
     base = results.get("finetune")
@@ -171,6 +173,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--ewc-lambda", type=float, default=None)
+    p.add_argument("--hlop-lr", type=float, default=None,
+                   help="Hebbian learning rate of every layer (default: the schedule's)")
     p.add_argument("--hlop-iterations", type=int, default=None, help="Hebbian iterations per batch (5)")
     p.add_argument("--hlop-size-scale", type=float, default=None, help="scale the paper's subspace sizes")
     p.add_argument("--hlop-activity", choices=["rate", "trace", "steps"], default=None,

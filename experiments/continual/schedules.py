@@ -15,7 +15,8 @@ class Schedule:
 
     train_per_task / test_per_task: stratified samples per task (None: the whole split).
     hidden: widths of the hidden spiking layers of the MLP; num_steps: T; epochs per task;
-    batch_size, lr: Adam. note: where the numbers come from.
+    batch_size, lr: Adam. hlop / gpm / ewc: options of those strategies (empty: their defaults, the
+    papers' settings). note: where the numbers come from.
     """
 
     name: str
@@ -26,6 +27,9 @@ class Schedule:
     hidden: tuple[int, ...]
     batch_size: int
     lr: float
+    hlop: dict = dataclasses.field(default_factory=dict)
+    gpm: dict = dataclasses.field(default_factory=dict)
+    ewc: dict = dataclasses.field(default_factory=dict)
     note: str = ""
 
     def __post_init__(self):
