@@ -11,6 +11,7 @@ import inspect
 import json
 import math
 import os
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -219,7 +220,7 @@ class Trainer:
             history.append(rec)
             if self.rank == 0:
                 if cfg.progress:
-                    tqdm.write(json.dumps(rec))
+                    tqdm.write(json.dumps(rec), file=sys.stderr)  # stdout is for the command's --json result
                 self._write_metrics(history)
             if cfg.patience is not None and bad_epochs >= cfg.patience:
                 break

@@ -72,6 +72,17 @@ def test_human_readable_output(tiny_run, capsys):
     assert text.startswith("evaluated ") and "test_accuracy:" in text
 
 
+def test_progress_goes_to_stderr(tmp_path, capfd):
+    """With progress on (the default), stdout still holds exactly the one JSON object."""
+    args = ["train", "--dataset", "digits", "--hidden", "8", "--num-steps", "4", "--max-train", "100",
+            "--max-test", "20", "--epochs", "2", "--out", str(tmp_path), "--json"]
+    assert main(args) == 0
+    out, err = capfd.readouterr()
+    lines = [l for l in out.splitlines() if l.strip()]
+    assert len(lines) == 1 and json.loads(lines[0])["epochs"] == 2, out
+    assert '"epoch": 1' in err  # the per-epoch records are logged on stderr
+
+
 def test_train_from_a_spec_file(tmp_path, capsys):
     spec = fc((64,), 10, hidden=8, num_steps=4)  # flat input: the CLI reshapes 1x8x8 images to 64
     path = tmp_path / "spec.json"
