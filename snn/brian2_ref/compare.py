@@ -77,9 +77,9 @@ def count_correlation(a: np.ndarray, b: np.ndarray) -> float | None:
     return float(np.corrcoef(a, b)[0, 1])
 
 
-def _check(name: str, a: np.ndarray, b: np.ndarray, layer: int) -> None:
-    if a.shape != b.shape:
-        raise ValueError(f"layer {layer}: {name} shapes differ: {a.shape} vs {b.shape}")
+def _check(name: str, shape_a, shape_b, layer: int) -> None:
+    if tuple(shape_a) != tuple(shape_b):
+        raise ValueError(f"layer {layer}: {name} shapes differ: {tuple(shape_a)} vs {tuple(shape_b)}")
 
 
 def sample_divergence(traces_a: dict, traces_b: dict) -> np.ndarray:
@@ -100,8 +100,8 @@ def compare_layer(i: int, kind: str, a: dict, b: dict, sample_first: np.ndarray)
     T, B = a["spikes"].shape[:2]
     sa, sb = (np.asarray(x["spikes"], dtype=np.float64).reshape(T, B, -1) for x in (a, b))
     ma, mb = (np.asarray(x["mem"], dtype=np.float64).reshape(T, B, -1) for x in (a, b))
-    _check("spikes", sa, sb, i)
-    _check("mem", ma, mb, i)
+    _check("spikes", sa.shape, sb.shape, i)
+    _check("mem", ma.shape, mb.shape, i)
     n = sa.shape[2]
     differ = sa != sb  # [T, B, N]
     train_first = _first_true(differ, axis=0)  # [B, N]
@@ -111,7 +111,7 @@ def compare_layer(i: int, kind: str, a: dict, b: dict, sample_first: np.ndarray)
     syn_diff = None
     if "syn" in a and "syn" in b:
         ya, yb = (np.asarray(x["syn"], dtype=np.float64).reshape(T, B, -1) for x in (a, b))
-        _check("syn", ya, yb, i)
+        _check("syn", ya.shape, yb.shape, i)
         syn_diff = float(np.abs(ya - yb).max())
     neuron_first = np.where(diverged.any(axis=0), np.where(diverged, train_first, T).min(axis=0), -1)
     return LayerComparison(
@@ -135,5 +135,8 @@ def compare_traces(traces_a: dict, traces_b: dict, kinds: dict[int, str]) -> lis
     missing = sorted(set(traces_a) - set(traces_b))
     if missing:
         raise ValueError(f"second simulation has no traces for layer(s) {missing}")
+    for i in traces_a:
+        for name in ("spikes", "mem"):
+            _check(name, np.shape(traces_a[i][name]), np.shape(traces_b[i][name]), i)
     first = sample_divergence(traces_a, traces_b)
     return [compare_layer(i, kinds[i], traces_a[i], traces_b[i], first) for i in sorted(traces_a)]
