@@ -212,11 +212,12 @@ class Trainer:
                    "epoch_seconds": time.perf_counter() - t0}
             if self.val_x is not None:
                 rec["val_accuracy"] = evaluate(model, self.val_x, self.val_y, cfg.eval_seed)["accuracy"]
-                if rec["val_accuracy"] > best_val:
-                    best_val, best_epoch, bad_epochs = rec["val_accuracy"], epoch + 1, 0
+                # Ties go to the later epoch (more training at the same validation score); patience
+                # counts epochs without a strict improvement.
+                bad_epochs = 0 if rec["val_accuracy"] > best_val else bad_epochs + 1
+                if rec["val_accuracy"] >= best_val:
+                    best_val, best_epoch = rec["val_accuracy"], epoch + 1
                     best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-                else:
-                    bad_epochs += 1
             history.append(rec)
             if self.rank == 0:
                 if cfg.progress:
