@@ -121,6 +121,7 @@ def test_cli_prints_one_json_object_per_strategy(tmp_path, capsys):
     from experiments.cli import main
     rc = main(["continual", "--benchmark", "permuted-digits", "--tasks", "2", "--strategy", "finetune,hlop",
                "--train-per-task", "64", "--test-per-task", "30", "--num-steps", "3", "--hidden", "16",
+               "--hlop-lr", "input=0.02,hidden=0.2", "--hlop-lr-schedule", "cosine",
                "--out", str(tmp_path), "--no-progress", "--json"])
     assert rc == 0
     out = json.loads(capsys.readouterr().out)
@@ -128,6 +129,8 @@ def test_cli_prints_one_json_object_per_strategy(tmp_path, capsys):
     for name in ("finetune", "hlop"):
         assert {"acc", "bwt", "accuracy_matrix", "seconds"} <= set(out[name])
     assert out["hlop"]["epoch_cpu_time_ratio_vs_finetune"] > 0
+    assert out["hlop"]["options"]["lr"] == {"input": 0.02, "hidden": 0.2}
+    assert out["hlop"]["options"]["lr_schedule"] == "cosine"
     assert out["meta"]["format_version"] == 1 and out["meta"]["tasks"] == 2
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["hlop"]["accuracy_matrix"] == out["hlop"]["accuracy_matrix"]

@@ -49,7 +49,9 @@ def strategy_options(args, sched) -> dict[str, dict]:
     if args.ewc_lambda is not None:
         opts["ewc"]["lam"] = args.ewc_lambda
     if args.hlop_lr is not None:
-        opts["hlop"]["lr"] = args.hlop_lr
+        opts["hlop"]["lr"] = parse_hebbian_lr(args.hlop_lr)
+    if args.hlop_lr_schedule is not None:
+        opts["hlop"]["lr_schedule"] = args.hlop_lr_schedule
     if args.hlop_iterations is not None:
         opts["hlop"]["iterations"] = args.hlop_iterations
     if args.hlop_size_scale is not None:
@@ -60,6 +62,21 @@ def strategy_options(args, sched) -> dict[str, dict]:
     if args.hlop_spiking:
         opts["hlop"]["spiking"] = True
     return opts
+
+
+def parse_hebbian_lr(text: str):
+    """'0.01' -> 0.01 (every layer); 'input=0.01,hidden=0.1' -> {role or layer name: lr}."""
+    try:
+        if "=" not in text:
+            return float(text)
+        out = {}
+        for part in text.split(","):
+            key, _, val = part.partition("=")
+            out[key.strip()] = float(val)
+        return out
+    except ValueError:
+        raise ValueError(f"--hlop-lr must be a number or role=value pairs (input, hidden, output or a "
+                         f"layer name like layers.2), got {text!r}") from None
 
 
 def run(args) -> dict:
@@ -173,8 +190,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--ewc-lambda", type=float, default=None)
-    p.add_argument("--hlop-lr", type=float, default=None,
-                   help="Hebbian learning rate of every layer (default: the schedule's)")
+    p.add_argument("--hlop-lr", default=None,
+                   help="Hebbian learning rate: one number for every layer, or role=value pairs "
+                        "(input=0.01,hidden=0.1,output=0.1; default: the schedule's)")
+    p.add_argument("--hlop-lr-schedule", choices=["constant", "cosine"], default=None,
+                   help="Hebbian learning rate over each task (default constant)")
     p.add_argument("--hlop-iterations", type=int, default=None, help="Hebbian iterations per batch (5)")
     p.add_argument("--hlop-size-scale", type=float, default=None, help="scale the paper's subspace sizes")
     p.add_argument("--hlop-activity", choices=["rate", "trace", "steps"], default=None,

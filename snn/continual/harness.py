@@ -250,7 +250,9 @@ def run_sequential(spec: ModelSpec, stream: TaskStream, strategy: Strategy | str
 
     ctx = TrainContext(model=model, layers=loop.layers, protected=protected, stream=stream,
                        generator=strat_gen, forward_activity=forward_activity, loss_fn=loss_fn,
-                       device=loop.device)
+                       device=loop.device,
+                       steps_per_task=[math.ceil(len(t.train_y) / cfg.batch_size) * cfg.epochs
+                                       for t in stream.tasks])
     strategy.setup(ctx)
     R: list[list[float | None]] = [[None] * K for _ in range(K)]
     total_batches = sum(math.ceil(len(t.train_y) / cfg.batch_size) for t in stream.tasks) * cfg.epochs

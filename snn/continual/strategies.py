@@ -14,6 +14,7 @@ Registry: `STRATEGIES` maps a name to its class; `make_strategy(name, **options)
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -86,6 +87,7 @@ class TrainContext:
     forward_activity: object
     loss_fn: object
     device: torch.device
+    steps_per_task: list = field(default_factory=list)  # optimizer steps of each task
     history: list = field(default_factory=list)
 
 
@@ -105,7 +107,7 @@ class EWC(Strategy):
 
     name = "ewc"
 
-    def __init__(self, lam: float = 1000.0, fisher_samples: int = 200):
+    def __init__(self, lam: float = 10.0, fisher_samples: int = 200):
         if not lam >= 0:
             raise ValueError(f"ewc: lam must be >= 0, got {lam}")
         if fisher_samples < 1:
@@ -283,14 +285,17 @@ class HLOP(_ProjectionStrategy):
     as the reference code). Task 0: the subspace learns, nothing is projected. At each task end the
     neurons are merged and frozen; the next task adds new neurons (`sizes`, default the paper's
     schedule scaled to the layer widths, times `size_scale`) that learn the residual while gradients
-    are projected out of the frozen subspace. `spiking=True` quantizes the lateral outputs y to
+    are projected out of the frozen subspace. `lr_schedule="cosine"` decays each layer's Hebbian
+    learning rate from its value to 0 over every task's steps (lets a larger rate converge
+    without the fluctuation it keeps at a constant value). `spiking=True` quantizes the lateral outputs y to
     spike counts (`spike_quantizer(spiking_scale, spiking_levels)`), the neuromorphic variant."""
 
     name = "hlop"
 
     def __init__(self, iterations: int = 5, lr: dict | float | None = None, momentum: float | None = 0.9,
                  clip: float = 10.0, activity: str = "rate", trace_beta: float = 0.9,
-                 sizes: dict | None = None, size_scale: float = 1.0, spiking: bool = False,
+                 sizes: dict | None = None, size_scale: float = 1.0, lr_schedule: str = "constant",
+                 spiking: bool = False,
                  spiking_scale: float = 20.0, spiking_levels: float = 40.0):
         if activity not in ACTIVITY_MODES:
             raise ValueError(f"hlop: activity must be one of {ACTIVITY_MODES}, got {activity!r}")
@@ -298,6 +303,11 @@ class HLOP(_ProjectionStrategy):
             raise ValueError(f"hlop: iterations must be >= 1, got {iterations}")
         if not size_scale > 0:
             raise ValueError(f"hlop: size_scale must be > 0, got {size_scale}")
+        if lr_schedule not in ("constant", "cosine"):
+            raise ValueError(f"hlop: lr_schedule must be 'constant' or 'cosine', got {lr_schedule!r}")
+        self.lr_schedule = lr_schedule
+        self._step = 0
+        self._base_lr: dict[str, float] = {}
         self.iterations, self.momentum, self.clip = iterations, momentum, clip
         self.lr = lr
         self.activity, self.trace_beta = activity, trace_beta
@@ -310,6 +320,7 @@ class HLOP(_ProjectionStrategy):
     def options(self):
         return {"iterations": self.iterations, "lr": self.lr, "momentum": self.momentum, "clip": self.clip,
                 "activity": self.activity, "sizes": self.sizes, "size_scale": self.size_scale,
+                "lr_schedule": self.lr_schedule,
                 "spiking": self.spiking, "spiking_scale": self.spiking_scale,
                 "spiking_levels": self.spiking_levels}
 
@@ -332,6 +343,7 @@ class HLOP(_ProjectionStrategy):
         super().setup(ctx)
         quant = spike_quantizer(self.spiking_scale, self.spiking_levels) if self.spiking else None
         for layer in ctx.protected:
+            self._base_lr[layer.name] = self._lr(layer)
             self.subspaces[layer.name] = HebbianSubspace(
                 layer.in_dim, self._lr(layer), self.iterations, self.momentum, self.clip, quant,
                 device=ctx.device, dtype=layer.weight(ctx.model).dtype)
@@ -340,6 +352,7 @@ class HLOP(_ProjectionStrategy):
         return any(s.frozen < s.size for s in self.subspaces.values())
 
     def begin_task(self, k):
+        self._k, self._step = k, 0
         for layer in self.ctx.protected:
             self.subspaces[layer.name].add_neurons(self._size(layer, k), self.ctx.generator)
 
@@ -354,8 +367,13 @@ class HLOP(_ProjectionStrategy):
         super().after_step(k, activity)
         if activity is None:
             return
+        decay = 1.0
+        if self.lr_schedule == "cosine" and k < len(self.ctx.steps_per_task):
+            decay = 0.5 * (1.0 + math.cos(math.pi * min(self._step / max(self.ctx.steps_per_task[k], 1), 1.0)))
+        self._step += 1
         for layer in self.ctx.protected:
             sub = self.subspaces[layer.name]
+            sub.lr = self._base_lr[layer.name] * decay
             if sub.frozen < sub.size:
                 sub.update(representation(activity[layer.name], self.activity, self.trace_beta))
 
