@@ -46,6 +46,8 @@ def parse_strategies(text: str) -> tuple[str, ...]:
 def strategy_options(args, sched) -> dict[str, dict]:
     """Per-strategy options: the schedule's, overridden by the command line's."""
     opts: dict[str, dict] = {"ewc": dict(sched.ewc), "gpm": dict(sched.gpm), "hlop": dict(sched.hlop), "replay": {}}
+    if args.gpm_threshold is not None:
+        opts["gpm"]["threshold_first"], opts["gpm"]["threshold"] = args.gpm_threshold
     if args.ewc_lambda is not None:
         opts["ewc"]["lam"] = args.ewc_lambda
     if args.hlop_lr is not None:
@@ -189,7 +191,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hidden", type=int, nargs="+", default=None, help="hidden layer widths")
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--lr", type=float, default=None)
-    p.add_argument("--ewc-lambda", type=float, default=None)
+    p.add_argument("--ewc-lambda", type=float, default=None, help="EWC penalty strength (default 10)")
+    p.add_argument("--gpm-threshold", type=float, nargs=2, metavar=("FIRST", "OTHERS"), default=None,
+                   help="GPM energy thresholds of the first and the other layers (default 0.95 0.99)")
     p.add_argument("--hlop-lr", default=None,
                    help="Hebbian learning rate: one number for every layer, or role=value pairs "
                         "(input=0.01,hidden=0.1,output=0.1; default: the schedule's)")
