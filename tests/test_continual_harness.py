@@ -137,3 +137,23 @@ def test_cli_prints_one_json_object_per_strategy(tmp_path, capsys):
     assert (tmp_path / "accuracy_matrix.png").read_bytes()[:4] == b"\x89PNG"
     assert (tmp_path / "task_curves.png").exists()
     assert main(["continual", "--benchmark", "permuted-digits", "--strategy", "nope", "--out", str(tmp_path)]) == 2
+
+
+def test_conv_layers_are_projected_on_unfolded_patches(digits):
+    from snn.continual import make_strategy
+    from snn.presets import conv
+    stream = permuted_stream(digits, 2, seed=0, train_per_task=128, test_per_task=32)
+    spec = conv((1, 8, 8), 10, channels=(4, 8), num_steps=3)
+    cfg = ContinualConfig(epochs=1, batch_size=32, lr=5e-3, seed=0, progress=False)
+    init = initial_state(spec, 0)
+    one = TaskStream("first", stream.tasks[:1], 10, (64,), multi_head=False)
+    before = run_sequential(spec, one, "gpm", cfg, init).extra["model"]
+    gpm = make_strategy("gpm", threshold_first=0.6, threshold=0.6)
+    after = run_sequential(spec, stream, gpm, cfg, init).extra["model"]
+    for name, idx in (("layers.0", 0), ("layers.3", 3)):
+        basis = gpm.bases[name]  # after task 1: the memory of both tasks; check against task 0's part
+        k0 = gpm.sizes[0][name]
+        assert 0 < k0 < basis.shape[1]  # part of the patch space is protected, part is free
+        dW = (after.layers[idx].weight - before.layers[idx].weight).reshape(after.layers[idx].weight.shape[0], -1)
+        assert dW.abs().max() > 1e-3  # the layer learned task 1 ...
+        assert (dW @ basis[:k0].T).abs().max() < 1e-5  # ... only outside task 0's patch subspace
