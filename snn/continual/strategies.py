@@ -14,6 +14,7 @@ Registry: `STRATEGIES` maps a name to its class; `make_strategy(name, **options)
 
 from __future__ import annotations
 
+import abc
 import math
 from dataclasses import dataclass, field
 
@@ -152,18 +153,20 @@ class EWC(Strategy):
             self.anchor[name] = params[name].detach().clone()
 
 
-class _ProjectionStrategy(Strategy):
+class _ProjectionStrategy(Strategy, abc.ABC):
     """Shared part of GPM and HLOP: every protected weight gradient G [out, n] becomes
     G - (G Bᵀ) B before the optimizer step, with B the orthonormal basis of the old tasks'
     presynaptic subspace, and the step the optimizer then takes, dW, is projected the same way
     (Adam rescales coordinates, which would move dW out of the free subspace; for SGD it is a no-op
     up to rounding). So W changes only in directions orthogonal to the protected inputs."""
 
+    @abc.abstractmethod
     def _project(self, layer: WeightLayer, G: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """G [out, n] with the protected input directions removed."""
 
+    @abc.abstractmethod
     def _active(self, layer: WeightLayer) -> bool:
-        raise NotImplementedError
+        """Whether `layer` has a protected subspace yet."""
 
     @torch.no_grad()
     def before_step(self, k, activity):
