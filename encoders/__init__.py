@@ -22,15 +22,19 @@ import torch
 
 from . import _checks
 from .decode import first_spike_time, spike_count, spike_rate
+from .direct import direct
 from .rate import bernoulli, poisson_count
 from .temporal import LATENCY_METHODS, delta, latency, latency_times
 
 __all__ = [
+    "ANALOG_ENCODERS",
     "ENCODERS",
     "LATENCY_METHODS",
     "bernoulli",
     "delta",
+    "direct",
     "encode",
+    "is_spike_encoder",
     "first_spike_time",
     "latency",
     "latency_times",
@@ -47,7 +51,19 @@ ENCODERS: dict[str, Callable[..., torch.Tensor]] = {
     "poisson": poisson_count,
     "latency": latency,
     "delta": delta,
+    "direct": direct,
 }
+
+# Encoders whose output is a real-valued current rather than spikes (or spike counts): a network
+# fed by them cannot run where the input must be spike events (fixed-point devices, Brian2).
+ANALOG_ENCODERS = frozenset({"direct"})
+
+
+def is_spike_encoder(name: str) -> bool:
+    """True when encoder `name` emits spike events (0/1, counts or signed delta spikes)."""
+    if name not in ENCODERS:
+        raise ValueError(f"encoder name must be one of {sorted(ENCODERS)}, got {name!r}")
+    return name not in ANALOG_ENCODERS
 
 _POSITIONAL = ("x", "num_steps", "generator")
 
@@ -56,7 +72,7 @@ def encode(name: str, x: Any, num_steps: int, generator: torch.Generator | int |
            **params: Any) -> torch.Tensor:
     """Run the encoder registered as `name` with the spec's params.
 
-    name: key of ENCODERS ("rate", "poisson", "latency", "delta").
+    name: key of ENCODERS ("rate", "poisson", "latency", "delta", "direct").
     x: [B, ...] intensities in [0, 1] for the static encoders; for "delta", the [T, B, ...]
         series itself, whose T must equal num_steps.
     num_steps: T >= 1.

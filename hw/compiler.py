@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from snn.encoding import require_spike_input
 from snn.model import build_model
 from snn.spec import AvgPool2d, Conv2d, Flatten, Linear, MaxPool2d, ModelSpec, RLeaky, Synaptic
 
@@ -168,6 +169,7 @@ def compile_model(spec: ModelSpec, state_dict: dict, profile: str | Profile, nam
     emits at most one, so the default 1 configures the chip like the model; larger values let a
     neuron far above threshold fire several times per step (a different model)."""
     prof = get_profile(profile)
+    require_spike_input(spec, f"profile {prof.name!r}")
     stages = plan_stages(spec, prof)
     model = build_model(spec, state_dict, dtype=torch.float64)
     nparams = model.neuron_parameters()

@@ -13,6 +13,16 @@ from .spec import ModelSpec
 _SEED_STRIDE = 1_000_003  # sample seeds: seed * stride + sample index
 
 
+def require_spike_input(spec: ModelSpec, consumer: str) -> None:
+    """ValueError unless the spec's encoder emits spikes: `consumer` (a device, Brian2) takes spike
+    trains and cannot be fed the real-valued currents of an analog encoder ("direct")."""
+    kind = spec.encoder["type"]
+    if not encoders.is_spike_encoder(kind):
+        raise ValueError(f"model spec {spec.name!r} uses the analog encoder {kind!r} (real-valued input "
+                         f"currents); {consumer} takes spike input only: train the model with a spike "
+                         f"encoder ({', '.join(sorted(set(encoders.ENCODERS) - encoders.ANALOG_ENCODERS))})")
+
+
 def encode_batch(spec: ModelSpec, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
     """x: [B, *spec.input_shape] intensities in [0, 1] -> spikes [T, B, *spec.input_shape]."""
     params = {k: v for k, v in spec.encoder.items() if k != "type"}

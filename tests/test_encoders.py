@@ -316,7 +316,7 @@ def test_numpy_input_is_converted():
 
 
 def test_registry_and_encode():
-    assert set(E.ENCODERS) == {"rate", "poisson", "latency", "delta"}
+    assert set(E.ENCODERS) == {"rate", "poisson", "latency", "delta", "direct"}
     assert all(fn.__name__ in E.__all__ for fn in E.ENCODERS.values())
     x = torch.rand(3, 5, generator=seeded(0))
     # the spec's default encoder {"type": "rate", "gain": 1.0}

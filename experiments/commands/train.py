@@ -18,6 +18,10 @@ from snn.spec import load_spec
 from snn.training import EVAL_SEED, Trainer, TrainConfig, init_distributed_from_env
 
 
+# --encoder choices for presets: encoders whose parameters all have sensible defaults
+PRESET_ENCODERS = {"rate": {"type": "rate", "gain": 1.0}, "direct": {"type": "direct"}}
+
+
 def register(sub) -> None:
     p = sub.add_parser("train", help="train a spiking network with surrogate gradients")
     add_dataset_args(p)
@@ -28,6 +32,9 @@ def register(sub) -> None:
     p.add_argument("--loss", default="ce_count", choices=["ce_rate", "ce_count", "mse_count"])
     p.add_argument("--num-steps", type=int, default=None, help="time steps T (presets; default 25)")
     p.add_argument("--hidden", type=int, default=None, help="hidden neurons of the fc preset (default 256)")
+    p.add_argument("--encoder", default=None, choices=PRESET_ENCODERS,
+                   help="input encoding of a preset: rate (Bernoulli spikes, the default) or direct "
+                        "(analog currents; such a model trains but cannot be deployed or cross-checked)")
     p.add_argument("--patience", type=int, default=None, help="early stop after N epochs without val gain")
     p.add_argument("--val-fraction", type=float, default=0.1)
     p.add_argument("--seed", type=int, default=0)
@@ -64,7 +71,12 @@ def make_spec(args, data):
             kw["num_steps"] = args.num_steps
         if args.hidden and args.model == "fc":
             kw["hidden"] = args.hidden
+        if args.encoder:
+            kw["encoder"] = PRESET_ENCODERS[args.encoder]
         return preset(args.model, data.input_shape, data.num_classes, **kw)
+    if args.encoder:
+        raise ValueError(f"--encoder applies to the presets ({', '.join(PRESETS)}); the spec file "
+                         f"{args.model} sets its own encoder")
     if not Path(args.model).exists() and Path(args.model).suffix not in (".json", ".toml"):
         preset(args.model, data.input_shape, data.num_classes)  # raises: unknown preset, names the known ones
     spec = load_spec(args.model)

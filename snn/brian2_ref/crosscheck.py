@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from ..checkpoint import Checkpoint, load_checkpoint
+from ..encoding import require_spike_input
 from ..model import build_model
 from ..spec import ModelSpec
 from .compare import LayerComparison, compare_traces
@@ -176,6 +177,7 @@ def crosscheck(source, input_spikes, target: str = "numpy", dtype: torch.dtype |
     if target not in TARGETS:
         raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
     spec, state_dict = _resolve(source)
+    require_spike_input(spec, "the Brian2 reference")
     x = _as_tensor(input_spikes, spec)
     plan: NetworkPlan = translate(brian2_spec or spec, state_dict)
     check_inputs(plan, x.numpy())  # binary spikes of the right shape, before any simulation runs
