@@ -239,3 +239,27 @@ def test_paper_schedule_sizes():
     assert [paper_subspace_size(800, "hidden", k) for k in range(4)] == [200, 70, 70, 50]
     assert [paper_subspace_size(800, "output", k) for k in (0, 1, 12)] == [100, 70, 0]
     assert paper_subspace_size(392, "input", 0) == 40
+
+
+def test_hlop_size_scale_per_role_or_layer_name():
+    from types import SimpleNamespace
+
+    from experiments.continual.bench import parse_hebbian_lr
+    from experiments.continual.schedules import mlp_spec
+    from snn.continual.activity import weight_layers
+    from snn.continual.strategies import HLOP
+    from snn.model import build_model
+
+    layers = weight_layers(build_model(mlp_spec(784, 10, hidden=(256,), num_steps=2)))
+    hl = HLOP(size_scale={"output": 2.0})
+    hl.ctx = SimpleNamespace(layers=layers)
+    # 80 of 784 inputs (unscaled); 100/800 of 256 = 32, doubled
+    assert [hl._size(layers[0], 0), hl._size(layers[1], 0)] == [80, 64]
+    assert hl._size(layers[1], 1) == round(256 * 70 / 800 * 2)
+    hl.size_scale = {"layers.0": 0.5, "output": 1.0}  # a layer name wins over defaults
+    assert [hl._size(layers[0], 0), hl._size(layers[1], 0)] == [40, 32]
+    assert parse_hebbian_lr("input=1,output=2", "--hlop-size-scale") == {"input": 1.0, "output": 2.0}
+    with pytest.raises(ValueError, match="--hlop-size-scale must be a number"):
+        parse_hebbian_lr("output=big", "--hlop-size-scale")
+    with pytest.raises(ValueError, match="size_scale must be > 0"):
+        HLOP(size_scale={"output": 0.0})

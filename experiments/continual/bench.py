@@ -57,7 +57,7 @@ def strategy_options(args, sched) -> dict[str, dict]:
     if args.hlop_iterations is not None:
         opts["hlop"]["iterations"] = args.hlop_iterations
     if args.hlop_size_scale is not None:
-        opts["hlop"]["size_scale"] = args.hlop_size_scale
+        opts["hlop"]["size_scale"] = parse_hebbian_lr(args.hlop_size_scale, "--hlop-size-scale")
     if args.hlop_activity is not None:
         opts["hlop"]["activity"] = args.hlop_activity
         opts["gpm"]["activity"] = args.hlop_activity
@@ -66,8 +66,8 @@ def strategy_options(args, sched) -> dict[str, dict]:
     return opts
 
 
-def parse_hebbian_lr(text: str):
-    """'0.01' -> 0.01 (every layer); 'input=0.01,hidden=0.1' -> {role or layer name: lr}."""
+def parse_hebbian_lr(text: str, flag: str = "--hlop-lr"):
+    """'0.01' -> 0.01 (every layer); 'input=0.01,hidden=0.1' -> {role or layer name: value}."""
     try:
         if "=" not in text:
             return float(text)
@@ -77,7 +77,7 @@ def parse_hebbian_lr(text: str):
             out[key.strip()] = float(val)
         return out
     except ValueError:
-        raise ValueError(f"--hlop-lr must be a number or role=value pairs (input, hidden, output or a "
+        raise ValueError(f"{flag} must be a number or role=value pairs (input, hidden, output or a "
                          f"layer name like layers.2), got {text!r}") from None
 
 
@@ -199,8 +199,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "(input=0.01,hidden=0.1,output=0.1; default: the schedule's)")
     p.add_argument("--hlop-lr-schedule", choices=["constant", "cosine"], default=None,
                    help="Hebbian learning rate over each task (default constant)")
-    p.add_argument("--hlop-iterations", type=int, default=None, help="Hebbian iterations per batch (5)")
-    p.add_argument("--hlop-size-scale", type=float, default=None, help="scale the paper's subspace sizes")
+    p.add_argument("--hlop-iterations", type=int, default=None,
+                   help="Hebbian iterations per batch (default: the schedule's)")
+    p.add_argument("--hlop-size-scale", default=None,
+                   help="scale the paper's subspace sizes: one number for every layer, or role=value "
+                        "pairs (input=1,hidden=1,output=2; default: the schedule's)")
     p.add_argument("--hlop-activity", choices=["rate", "trace", "steps"], default=None,
                    help="presynaptic activity the subspaces learn from (HLOP and GPM; default rate)")
     p.add_argument("--hlop-spiking", action="store_true", help="spiking (quantized) lateral neurons")

@@ -287,7 +287,8 @@ class HLOP(_ProjectionStrategy):
     batch (lr per layer role: 1e-3 for the first layer, 1e-2 for the others, momentum 0.9, clip 10,
     as the reference code). Task 0: the subspace learns, nothing is projected. At each task end the
     neurons are merged and frozen; the next task adds new neurons (`sizes`, default the paper's
-    schedule scaled to the layer widths, times `size_scale`) that learn the residual while gradients
+    schedule scaled to the layer widths, times `size_scale`: a number, or {role or layer name:
+    number}) that learn the residual while gradients
     are projected out of the frozen subspace. `lr_schedule="cosine"` decays each layer's Hebbian
     learning rate from its value to 0 over every task's steps (lets a larger rate converge
     without the fluctuation it keeps at a constant value). `spiking=True` quantizes the lateral outputs y to
@@ -297,15 +298,17 @@ class HLOP(_ProjectionStrategy):
 
     def __init__(self, iterations: int = 5, lr: dict | float | None = None, momentum: float | None = 0.9,
                  clip: float = 10.0, activity: str = "rate", trace_beta: float = 0.9,
-                 sizes: dict | None = None, size_scale: float = 1.0, lr_schedule: str = "constant",
+                 sizes: dict | None = None, size_scale: float | dict = 1.0, lr_schedule: str = "constant",
                  spiking: bool = False,
                  spiking_scale: float = 20.0, spiking_levels: float = 40.0):
         if activity not in ACTIVITY_MODES:
             raise ValueError(f"hlop: activity must be one of {ACTIVITY_MODES}, got {activity!r}")
         if iterations < 1:
             raise ValueError(f"hlop: iterations must be >= 1, got {iterations}")
-        if not size_scale > 0:
-            raise ValueError(f"hlop: size_scale must be > 0, got {size_scale}")
+        scales = size_scale.values() if isinstance(size_scale, dict) else [size_scale]
+        if not all(isinstance(v, (int, float)) and v > 0 for v in scales):
+            raise ValueError(f"hlop: size_scale must be > 0 (a number, or a dict of role/layer name -> "
+                             f"number), got {size_scale!r}")
         if lr_schedule not in ("constant", "cosine"):
             raise ValueError(f"hlop: lr_schedule must be 'constant' or 'cosine', got {lr_schedule!r}")
         self.lr_schedule = lr_schedule
@@ -340,7 +343,10 @@ class HLOP(_ProjectionStrategy):
         if layer.name in self.sizes:
             seq = self.sizes[layer.name]
             return int(seq[k]) if k < len(seq) else 0
-        return paper_subspace_size(layer.in_dim, self._role(layer), k, self.size_scale)
+        scale = self.size_scale
+        if isinstance(scale, dict):  # per role or layer name, like lr
+            scale = float(scale.get(layer.name, scale.get(self._role(layer), 1.0)))
+        return paper_subspace_size(layer.in_dim, self._role(layer), k, scale)
 
     def setup(self, ctx):
         super().setup(ctx)
