@@ -263,3 +263,18 @@ def test_hlop_size_scale_per_role_or_layer_name():
         parse_hebbian_lr("output=big", "--hlop-size-scale")
     with pytest.raises(ValueError, match="size_scale must be > 0"):
         HLOP(size_scale={"output": 0.0})
+
+
+def test_schedules_build_valid_strategies_and_cli_overrides_them():
+    from experiments.cli import build_parser
+    from experiments.continual.bench import strategy_options
+    from experiments.continual.schedules import SCHEDULES
+    from snn.continual.strategies import make_strategy
+
+    for sched in SCHEDULES.values():
+        for name in ("hlop", "gpm", "ewc"):
+            make_strategy(name, **getattr(sched, name))  # raises on a bad option
+    args = build_parser().parse_args(["continual", "--hlop-size-scale", "output=3", "--hlop-lr", "0.05"])
+    opts = strategy_options(args, SCHEDULES["cpu"])
+    assert opts["hlop"]["size_scale"] == {"output": 3.0} and opts["hlop"]["lr"] == 0.05
+    assert SCHEDULES["cpu"].hlop["size_scale"] == {"output": 2.0}  # the schedule itself is not changed

@@ -200,7 +200,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hlop-lr-schedule", choices=["constant", "cosine"], default=None,
                    help="Hebbian learning rate over each task (default constant)")
     p.add_argument("--hlop-iterations", type=int, default=None,
-                   help="Hebbian iterations per batch (default: the schedule's)")
+                   help="Hebbian iterations per batch (default: the schedule's, else 5)")
     p.add_argument("--hlop-size-scale", default=None,
                    help="scale the paper's subspace sizes: one number for every layer, or role=value "
                         "pairs (input=1,hidden=1,output=2; default: the schedule's)")
