@@ -244,7 +244,7 @@ def test_paper_schedule_sizes():
 def test_hlop_size_scale_per_role_or_layer_name():
     from types import SimpleNamespace
 
-    from experiments.continual.bench import parse_hebbian_lr
+    from experiments.continual.bench import parse_role_values
     from experiments.continual.schedules import mlp_spec
     from snn.continual.activity import weight_layers
     from snn.continual.strategies import HLOP
@@ -258,9 +258,9 @@ def test_hlop_size_scale_per_role_or_layer_name():
     assert hl._size(layers[1], 1) == round(256 * 70 / 800 * 2)
     hl.size_scale = {"layers.0": 0.5, "output": 1.0}  # a layer name wins over defaults
     assert [hl._size(layers[0], 0), hl._size(layers[1], 0)] == [40, 32]
-    assert parse_hebbian_lr("input=1,output=2", "--hlop-size-scale") == {"input": 1.0, "output": 2.0}
+    assert parse_role_values("input=1,output=2", "--hlop-size-scale") == {"input": 1.0, "output": 2.0}
     with pytest.raises(ValueError, match="--hlop-size-scale must be a number"):
-        parse_hebbian_lr("output=big", "--hlop-size-scale")
+        parse_role_values("output=big", "--hlop-size-scale")
     with pytest.raises(ValueError, match="size_scale must be > 0"):
         HLOP(size_scale={"output": 0.0})
 

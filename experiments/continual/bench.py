@@ -51,13 +51,13 @@ def strategy_options(args, sched) -> dict[str, dict]:
     if args.ewc_lambda is not None:
         opts["ewc"]["lam"] = args.ewc_lambda
     if args.hlop_lr is not None:
-        opts["hlop"]["lr"] = parse_hebbian_lr(args.hlop_lr)
+        opts["hlop"]["lr"] = parse_role_values(args.hlop_lr)
     if args.hlop_lr_schedule is not None:
         opts["hlop"]["lr_schedule"] = args.hlop_lr_schedule
     if args.hlop_iterations is not None:
         opts["hlop"]["iterations"] = args.hlop_iterations
     if args.hlop_size_scale is not None:
-        opts["hlop"]["size_scale"] = parse_hebbian_lr(args.hlop_size_scale, "--hlop-size-scale")
+        opts["hlop"]["size_scale"] = parse_role_values(args.hlop_size_scale, "--hlop-size-scale")
     if args.hlop_activity is not None:
         opts["hlop"]["activity"] = args.hlop_activity
         opts["gpm"]["activity"] = args.hlop_activity
@@ -66,8 +66,9 @@ def strategy_options(args, sched) -> dict[str, dict]:
     return opts
 
 
-def parse_hebbian_lr(text: str, flag: str = "--hlop-lr"):
-    """'0.01' -> 0.01 (every layer); 'input=0.01,hidden=0.1' -> {role or layer name: value}."""
+def parse_role_values(text: str, flag: str = "--hlop-lr"):
+    """A per-layer HLOP option (`flag`: --hlop-lr, --hlop-size-scale): '0.01' -> 0.01 (every layer);
+    'input=0.01,hidden=0.1' -> {role or layer name: value}."""
     try:
         if "=" not in text:
             return float(text)

@@ -62,8 +62,9 @@ SCHEDULES: dict[str, Schedule] = {
         hlop={"lr": {"input": 2e-2, "hidden": 2e-1, "output": 2e-1}, "size_scale": {"output": 2.0}},
         note="784-256-10 spiking MLP, T=20, 10k training / 2k test samples per task, 1 epoch, Adam 3e-4: "
              "all five strategies on 10 permuted-fashion-mnist tasks in under 30 min on 2 shared cores "
-             "(one torch thread). T=20 cuts the relative Bernoulli input noise of T=10 by sqrt(2) and Adam 3e-4 moves "
-             "the weights less per task; both cut forgetting for every method. HLOP: Hebbian rates 20x "
+             "(one torch thread). T=20 cuts the relative Bernoulli input noise of T=10 by sqrt(2) and "
+             "Adam 3e-4 moves the weights less per task; both cut forgetting for every method. HLOP: "
+             "Hebbian rates 20x "
              "the paper's (2e-2 first layer, 2e-1 others; 5 iterations per batch), because 157 "
              "batches per task instead of the paper's 938 leave the paper's rates unconverged; the "
              "output layer's subspace twice the paper's scaled size (the 256 hidden spikes need more "
