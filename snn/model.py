@@ -233,7 +233,8 @@ def build_model(spec: ModelSpec, state_dict: dict | None = None, dtype: torch.dt
     return model
 
 
-SPEC_BUFFERS = ("reset_mechanism_val",)  # snnTorch buffers that encode spec fields, not trained values
+RESET_BUFFER = "reset_mechanism_val"  # snnTorch's buffer holding the reset mode
+SPEC_BUFFERS = (RESET_BUFFER,)  # snnTorch buffers that encode spec fields, not trained values
 
 
 def without_spec_buffers(state_dict: dict) -> dict:
@@ -265,7 +266,7 @@ def load_weights(model: SpikingNetwork, state_dict: dict) -> None:
     # snnTorch keeps the reset mode as a buffer; the spec is the one source of truth, so weights
     # saved with another reset mode are refused rather than silently overriding the spec.
     for k in sorted(own):
-        if k.endswith("reset_mechanism_val") and not torch.equal(own[k].cpu(), state_dict[k].cpu()):
+        if k.endswith(RESET_BUFFER) and not torch.equal(own[k].cpu(), state_dict[k].cpu()):
             modes = ("subtract", "zero", "none")
             layer = k.split(".")[1]
             raise ValueError(f"weights do not match the model spec: layer {layer} was saved with reset "

@@ -130,17 +130,19 @@ def encode_test_sets(spec: ModelSpec, stream: TaskStream, seed: int = EVAL_SEED)
     """Input spikes of every task's test set, [T, N, *input_shape] (bool when every value is 0 or 1),
     per-sample seeded (the same for every strategy and independent of batching). None when they
     would take over 2 GiB (then `evaluate_task` encodes on the fly, with the same result)."""
-    bytes_per_value = 1 if spec.encoder["type"] in ("rate", "latency") else 4
-    total = sum(spec.num_steps * t.test_x.numel() * bytes_per_value for t in stream.tasks)
-    if total > _MAX_CACHED_TEST_BYTES:
-        return None
-    out = []
+    if sum(spec.num_steps * t.test_x.numel() for t in stream.tasks) > _MAX_CACHED_TEST_BYTES:
+        return None  # too big even at one byte per value
+    out, used = [], 0
     for k, task in enumerate(stream.tasks):
         x = task.test_x.reshape(len(task.test_x), *spec.input_shape)
         ids = [k * _TEST_ID_STRIDE + i for i in range(len(x))]
         s = encode_samples(spec, x, ids, seed)
         # 0/1 spikes are cached as bool (4x smaller); counts, signed spikes and currents as they are
-        out.append(s.to(torch.bool) if bool(((s == 0) | (s == 1)).all()) else s)
+        s = s.to(torch.bool) if bool(((s == 0) | (s == 1)).all()) else s
+        used += s.numel() * s.element_size()
+        if used > _MAX_CACHED_TEST_BYTES:
+            return None
+        out.append(s)
     return out
 
 
