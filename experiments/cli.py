@@ -2,7 +2,9 @@
 
 Each command module defines `register(subparsers)` that adds its parser and sets `func`.
 Commands that produce results take `--json` and then print exactly one JSON object on stdout
-(progress bars and logs go to stderr).
+(progress bars and logs go to stderr). Bad arguments (numeric ranges: `experiments.args`) and
+errors a user can fix (bad files, missing packages, unavailable devices) end with one
+`spikeloop COMMAND: error: ...` line on stderr and exit status 2, never a traceback.
 """
 
 from __future__ import annotations
@@ -36,6 +38,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
+    except ImportError as e:
+        # an optional package the command needs (torchvision for --download, brian2, nir ...)
+        msg = str(e)
+        if isinstance(e, ModuleNotFoundError) and e.name and msg == f"No module named {e.name!r}":
+            msg += f": this command needs the Python package {e.name.split('.')[0]!r}, which is not installed"
+        print(f"spikeloop {args.command}: error: {msg}", file=sys.stderr)
+        return 2
     except (ValueError, FileNotFoundError, RuntimeError, OSError) as e:
         print(f"spikeloop {args.command}: error: {e}", file=sys.stderr)
         return 2

@@ -2,22 +2,25 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import matplotlib
+
+from snn.atomic import write_bytes_atomic
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
 def _save(fig, path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    """Render `fig` to PNG bytes in memory, close it, and write them atomically (snn.atomic)."""
+    buf = io.BytesIO()
+    try:
+        fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    finally:
+        plt.close(fig)
+    return write_bytes_atomic(path, buf.getvalue())
 
 
 def learning_curves(history: list[dict], path) -> Path:

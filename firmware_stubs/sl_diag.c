@@ -45,3 +45,23 @@ sl_status sl_diag_set(sl_diag *d, sl_status code, uint8_t detail, uint32_t value
     put_text(d, b);
     return code;
 }
+
+sl_status sl_diag_set_rule(sl_diag *d, sl_status code, uint8_t check, uint8_t sub, uint32_t value,
+                           const char *a, int has_n, uint32_t n, const char *b)
+{
+    if (d->code != SL_OK)
+        return d->code;
+    d->code = code;
+    d->detail = check;
+    d->value = value;
+    d->msg_len = 0;
+    put_uint(d, check);
+    put_text(d, ".");
+    put_uint(d, sub);
+    put_text(d, " ");
+    put_text(d, a);
+    if (has_n)
+        put_uint(d, n);
+    put_text(d, b);
+    return code;
+}

@@ -22,5 +22,9 @@ void sl_diag_clear(sl_diag *d);
  * text a, the unsigned number n (omitted when has_n is 0), text b. */
 sl_status sl_diag_set(sl_diag *d, sl_status code, uint8_t detail, uint32_t value, const char *a,
                       int has_n, uint32_t n, const char *b);
+/* The same for a numbered rule "check.sub" (docs/program_format.md "Validation"): detail = check,
+ * and the message starts with the rule id, e.g. "6.7 layer 0: record_size ...". */
+sl_status sl_diag_set_rule(sl_diag *d, sl_status code, uint8_t check, uint8_t sub, uint32_t value,
+                           const char *a, int has_n, uint32_t n, const char *b);
 
 #endif

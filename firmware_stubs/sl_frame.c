@@ -46,6 +46,11 @@ sl_status sl_frame_parse(const uint8_t *raw, size_t n, sl_frame *f)
 
     if (n < SL_HEADER_BYTES + SL_CRC_BYTES)
         return SL_ERR_BAD_FRAMING;
+    /* The receive buffer is sized for the worst-case COBS overhead, so a frame that compresses
+     * well can decode to a few bytes more than SL_MAX_RAW (5 for SL_MAX_PAYLOAD 1024): refuse it
+     * here, before any handler sees a payload longer than the buffers it is copied into. */
+    if (n > SL_MAX_RAW)
+        return SL_ERR_OVERFLOW;
     len = sl_get_u16(raw + 4);
     if ((size_t)len + SL_HEADER_BYTES + SL_CRC_BYTES != n)
         return SL_ERR_BAD_CRC; /* a corrupted length field reads as a damaged frame */
@@ -98,6 +103,8 @@ sl_rx_event sl_rx_push(sl_rx *rx, uint8_t byte, sl_frame *f)
     st = sl_frame_parse(rx->buf, n, f);
     if (st == SL_ERR_BAD_CRC)
         return SL_RX_BAD_CRC;
+    if (st == SL_ERR_OVERFLOW)
+        return SL_RX_OVERFLOW;
     if (st != SL_OK)
         return SL_RX_BAD_FRAMING;
     return SL_RX_FRAME;

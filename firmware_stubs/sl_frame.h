@@ -33,7 +33,10 @@ SL_MUST_CHECK sl_status sl_frame_encode(uint8_t version, uint8_t type, uint16_t 
                                         const uint8_t *payload, size_t len, uint8_t *out,
                                         size_t cap, size_t *out_len);
 
-/* Decode a raw (already COBS-decoded) frame: checks length and CRC. payload points into raw. */
+/* Decode a raw (already COBS-decoded) frame: SL_ERR_BAD_FRAMING for a runt, SL_ERR_OVERFLOW for
+ * more than SL_MAX_RAW bytes (a payload above SL_MAX_PAYLOAD), SL_ERR_BAD_CRC for a length field
+ * that disagrees with n or a CRC mismatch. On success f->len <= SL_MAX_PAYLOAD and f->payload
+ * points into raw. */
 SL_MUST_CHECK sl_status sl_frame_parse(const uint8_t *raw, size_t n, sl_frame *f);
 
 typedef enum {
@@ -42,10 +45,14 @@ typedef enum {
     SL_RX_EMPTY,       /* a lone delimiter: ignore */
     SL_RX_BAD_CRC,     /* a frame was dropped: CRC mismatch */
     SL_RX_BAD_FRAMING, /* a frame was dropped: COBS error or runt */
-    SL_RX_OVERFLOW     /* a frame was dropped: longer than the buffer */
+    SL_RX_OVERFLOW     /* a frame was dropped: longer than the buffer, or its payload decoded
+                        * to more than SL_MAX_PAYLOAD bytes */
 } sl_rx_event;
 
 typedef struct {
+    /* Encoded bytes, decoded in place. Sized for the worst-case COBS overhead, so it can hold a
+     * well-compressing frame with a few payload bytes more than SL_MAX_PAYLOAD (1029 for 1024):
+     * sl_frame_parse refuses those. */
     uint8_t buf[SL_MAX_WIRE];
     size_t len;
     int overflow; /* dropping bytes until the next delimiter */

@@ -19,8 +19,9 @@ enum { SL_NEURON_LEAKY = 1, SL_NEURON_SYNAPTIC = 2, SL_NEURON_RLEAKY_DENSE = 3,
        SL_NEURON_RLEAKY_ELEMENTWISE = 4 };
 enum { SL_RESET_SUBTRACT = 0, SL_RESET_ZERO = 1 };
 
-/* BAD_PROGRAM detail codes: the number of the failed check in docs/program_format.md
- * "Validation". */
+/* BAD_PROGRAM / PROGRAM_TOO_LARGE detail codes: the check number of the failed rule in
+ * docs/program_format.md "Validation" (rule "6.7" is check 6); the message starts with the rule
+ * id. */
 enum { SL_PCHECK_MAGIC = 1, SL_PCHECK_VERSION = 2, SL_PCHECK_SIZE = 3, SL_PCHECK_CRC = 4,
        SL_PCHECK_PROFILE = 5, SL_PCHECK_RECORD = 6, SL_PCHECK_CHAIN = 7, SL_PCHECK_RANGE = 8 };
 
@@ -48,9 +49,10 @@ typedef struct {
     sl_layer layers[SL_MAX_LAYERS];
 } sl_program;
 
-/* Validate blob[0..n) (every check of docs/program_format.md) against this build's capacities
- * and fill *p. On failure *d holds the first failed check: BAD_PROGRAM (detail = check number)
- * or PROGRAM_TOO_LARGE (value = the limit). blob must stay alive while *p is used. */
+/* Validate blob[0..n) (every rule of docs/program_format.md "Validation", in table order) against
+ * this build's capacities and fill *p. On failure *d holds the first failed rule: BAD_PROGRAM or,
+ * for rules 6.2, 8.1, 8.5 and 8.6, PROGRAM_TOO_LARGE (value = the limit); detail = the check
+ * number, the message starts with the rule id. blob must stay alive while *p is used. */
 SL_MUST_CHECK sl_status sl_program_parse(const uint8_t *blob, size_t n, sl_program *p, sl_diag *d);
 
 #endif

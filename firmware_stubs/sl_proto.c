@@ -37,19 +37,6 @@ static sl_status send_bytes(sl_proto *ctx, const uint8_t *p, size_t n)
     return ctx->out.write(ctx->out.user, p, n) == 0 ? SL_OK : SL_ERR_IO;
 }
 
-/* Encode a response into the cache buffer (remembered for duplicate suppression) and send it. */
-static sl_status respond(sl_proto *ctx, const sl_frame *req, uint8_t type, size_t len)
-{
-    sl_status st = sl_frame_encode(SL_PROTOCOL_VERSION, type, req->seq, ctx->payload, len, ctx->tx,
-                                   sizeof ctx->tx, &ctx->tx_len);
-    if (st != SL_OK) /* cannot happen: payload is at most SL_MAX_PAYLOAD and tx is sized for it */
-        return st;
-    ctx->have_last = 1;
-    ctx->last_seq = req->seq;
-    ctx->last_crc = req->crc;
-    return send_bytes(ctx, ctx->tx, ctx->tx_len);
-}
-
 static size_t error_payload(uint8_t *p, const sl_diag *d)
 {
     p[0] = (uint8_t)d->code;
@@ -57,6 +44,43 @@ static size_t error_payload(uint8_t *p, const sl_diag *d)
     sl_put_u32(p + 2, d->value);
     memcpy(p + 6, d->msg, d->msg_len);
     return 6u + d->msg_len;
+}
+
+static sl_status fail(sl_proto *ctx, sl_status code, uint8_t detail, uint32_t value,
+                      const char *a, int has_n, uint32_t n, const char *b)
+{
+    sl_diag_clear(&ctx->diag);
+    return sl_diag_set(&ctx->diag, code, detail, value, a, has_n, n, b);
+}
+
+/* Encode a response into the cache buffer (remembered for duplicate suppression) and send it.
+ * The cache is marked invalid while tx is rewritten, so a failed encode (which may leave tx half
+ * written) can never be replayed to a retransmission; the request then gets an ERROR (OVERFLOW,
+ * detail 2) instead of no answer. */
+static sl_status respond(sl_proto *ctx, const sl_frame *req, uint8_t type, size_t len)
+{
+    size_t n = 0;
+    sl_status st;
+
+    ctx->have_last = 0;
+    ctx->tx_len = 0;
+    st = sl_frame_encode(SL_PROTOCOL_VERSION, type, req->seq, ctx->payload, len, ctx->tx,
+                         sizeof ctx->tx, &n);
+    if (st != SL_OK) {
+        /* Not reachable in a correct build: payloads are at most SL_MAX_PAYLOAD (the frame
+         * decoder and every handler ensure it) and tx is sized for that. */
+        (void)fail(ctx, SL_ERR_OVERFLOW, 2, (uint32_t)len, "response of ", 1, (uint32_t)len,
+                   " bytes does not fit a frame");
+        st = sl_frame_encode(SL_PROTOCOL_VERSION, SL_MSG_ERROR, req->seq, ctx->payload,
+                             error_payload(ctx->payload, &ctx->diag), ctx->tx, sizeof ctx->tx, &n);
+        if (st != SL_OK)
+            return st;
+    }
+    ctx->tx_len = n;
+    ctx->have_last = 1;
+    ctx->last_seq = req->seq;
+    ctx->last_crc = req->crc;
+    return send_bytes(ctx, ctx->tx, ctx->tx_len);
 }
 
 static sl_status respond_error(sl_proto *ctx, const sl_frame *req)
@@ -76,13 +100,6 @@ static sl_status nack(sl_proto *ctx, sl_status code, const char *msg)
                         ctx->nack, sizeof ctx->nack, &n) != SL_OK)
         return SL_ERR_NO_SPACE;
     return send_bytes(ctx, ctx->nack, n);
-}
-
-static sl_status fail(sl_proto *ctx, sl_status code, uint8_t detail, uint32_t value,
-                      const char *a, int has_n, uint32_t n, const char *b)
-{
-    sl_diag_clear(&ctx->diag);
-    return sl_diag_set(&ctx->diag, code, detail, value, a, has_n, n, b);
 }
 
 /* ---- requests: each returns the payload length of its response, or sets ctx->diag ------- */
@@ -386,6 +403,12 @@ static sl_status handle(sl_proto *ctx, const sl_frame *f)
         st = do_hello(ctx, f, &len);
         break;
     case SL_MSG_PING:
+        /* f->len <= SL_MAX_PAYLOAD already (sl_frame_parse); checked again at the copy. */
+        if (f->len > sizeof ctx->payload) {
+            st = fail(ctx, SL_ERR_BAD_LENGTH, SL_MSG_PING, f->len, "PING above max_payload", 0,
+                      0, 0);
+            break;
+        }
         memcpy(ctx->payload, f->payload, f->len);
         len = f->len;
         st = SL_OK;
@@ -426,7 +449,7 @@ sl_status sl_proto_feed(sl_proto *ctx, const uint8_t *data, size_t n)
             st = nack(ctx, SL_ERR_BAD_FRAMING, "frame COBS error or runt");
             break;
         case SL_RX_OVERFLOW:
-            st = nack(ctx, SL_ERR_OVERFLOW, "frame longer than the receive buffer");
+            st = nack(ctx, SL_ERR_OVERFLOW, "frame longer than max_payload");
             break;
         default:
             break;

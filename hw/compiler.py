@@ -5,7 +5,8 @@ picks the scale `K` (state units per float unit) that minimises the weights' qua
 maps beta/alpha/threshold/bias to the profile's representation (docs/fixed_point.md) and reports
 per-layer weight error, clipped fraction and effective beta vs requested. What a profile cannot
 represent (unsupported layer type, neuron type or reset, too many neurons, too large a fan-in or
-program) raises `CompileError` naming the layer and the limit — never silently approximated.
+program) raises `CompileError` naming the layer and the limit — never silently approximated; so do
+weights holding NaN or Inf (naming the tensor).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import numpy as np
 import torch
 
 from snn.encoding import require_spike_input
+from snn.finite import require_finite
 from snn.model import build_model
 from snn.spec import AvgPool2d, Conv2d, Flatten, Linear, MaxPool2d, ModelSpec, RLeaky, Synaptic
 
@@ -169,6 +171,8 @@ def compile_model(spec: ModelSpec, state_dict: dict, profile: str | Profile, nam
     emits at most one, so the default 1 configures the chip like the model; larger values let a
     neuron far above threshold fire several times per step (a different model)."""
     prof = get_profile(profile)
+    # NaN would surface as a misleading int32-range error and Inf as all-zero weights
+    require_finite(state_dict, f"cannot compile for profile {prof.name!r}", CompileError)
     require_spike_input(spec, f"profile {prof.name!r}")
     stages = plan_stages(spec, prof)
     model = build_model(spec, state_dict, dtype=torch.float64)

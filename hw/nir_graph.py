@@ -16,7 +16,8 @@ NIR has no subtractive reset: a consumer that ignores the metadata simulates **r
 (immediately after the spike), which reproduces spikeloop's `zero` reset exactly for `leaky` layers
 but not `subtract`; `spikeloop` reads the metadata back and restores `subtract`. The graph's metadata
 records `dt_s`, `num_steps`, the encoder and the spikeloop version. Max pooling has no NIR node and
-is refused.
+is refused, and so are weights holding NaN or Inf, on export and on import (`NIRError` naming the
+tensor and node). `write_nir` writes through `snn.atomic` (unique temporary name, fsync, rename).
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ import nir
 import numpy as np
 import torch
 
+from snn.atomic import atomic_path
+from snn.finite import require_finite
 from snn.model import build_model
 from snn.spec import (AvgPool2d, Conv2d, Flatten, Leaky, Linear, MaxPool2d, ModelSpec, RLeaky, Synaptic)
 
@@ -51,6 +54,7 @@ def export_nir(spec: ModelSpec, state_dict: dict, dt_s: float | None = None) -> 
     dt = float(spec.dt_s if dt_s is None else dt_s)
     if not dt > 0:
         raise NIRError(f"dt_s must be positive, got {dt_s!r}")
+    require_finite(state_dict, "NIR export", NIRError)
     model = build_model(spec, state_dict, dtype=torch.float64)
     params = model.neuron_parameters()
     sd = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
@@ -129,12 +133,11 @@ def _lif(beta, thr, dt, meta):
 
 
 def write_nir(graph: nir.NIRGraph, path: str | Path) -> Path:
-    """Write with nir.write to a temporary name, then rename (atomic)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    nir.write(str(tmp), graph)
-    tmp.replace(path)
-    return path
+    """Write with nir.write to a unique temporary name beside `path`, fsync, then rename over it
+    (`snn.atomic.atomic_path`: a reader sees the old file or the whole new one)."""
+    with atomic_path(path) as tmp:
+        nir.write(str(tmp), graph)
+    return Path(path)
 
 
 # ------------------------------------------------------------------------------------------- import
@@ -195,7 +198,11 @@ def import_nir(graph: nir.NIRGraph | str | Path, dt_s: float | None = None, num_
     if isinstance(graph, (str, Path)):
         if not Path(graph).exists():
             raise FileNotFoundError(f"NIR file not found: {graph}")
-        graph = nir.read(str(graph))
+        path = graph
+        try:
+            graph = nir.read(str(path))
+        except Exception as e:  # h5py raises OSError, RuntimeError, KeyError, ... on damaged files
+            raise NIRError(f"{path}: not a readable NIR file ({type(e).__name__}: {e})") from None
     gmeta = _meta(graph)
     order = _chain(graph)
     if dt_s is None:
@@ -206,7 +213,7 @@ def import_nir(graph: nir.NIRGraph | str | Path, dt_s: float | None = None, num_
     dt = float(dt_s)
     shape = _shape_of(graph.nodes[order[0]].input_type)
     input_shape = shape
-    layers, tensors = [], {}
+    layers, tensors, node_of = [], {}, {}
 
     def add(layer, where):
         nonlocal shape
@@ -259,6 +266,8 @@ def import_nir(graph: nir.NIRGraph | str | Path, dt_s: float | None = None, num_
             add(_import_neuron(node, dt, where, tensors, i), where)
         else:
             raise NIRError(f"{where}: node type not supported by spikeloop's importer")
+        node_of.update({k: key for k in tensors if k not in node_of})
+    require_finite({f"{k} (NIR node {node_of[k]!r})": v for k, v in tensors.items()}, "NIR graph", NIRError)
     steps = num_steps or int(gmeta.get("num_steps", 25))
     spec = ModelSpec(layers=tuple(layers), input_shape=input_shape, dt_s=dt, num_steps=steps,
                      name=str(gmeta.get("name", name)))

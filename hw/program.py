@@ -3,7 +3,8 @@
 The byte layout is defined in docs/program_format.md (version 1, little-endian, CRC-32); the meaning
 of the numbers per profile in docs/fixed_point.md. `Program.to_bytes()` gives exactly the bytes a
 device receives; `Program.from_bytes()` validates every field and refuses corrupt, truncated or
-other-version blobs with a `ProgramError` naming the failed check.
+other-version blobs with a `ProgramError` naming the failed rule (`ProgramError.rule`, the id in the
+table of docs/program_format.md "Validation"; the firmware names the same rule for the same blob).
 """
 
 from __future__ import annotations
@@ -38,7 +39,22 @@ MAX_SHIFT = 20  # no profile allows more; keeps every exact sum below 2**63
 
 
 class ProgramError(ValueError):
-    """A program that is malformed, corrupt, of another version or outside its profile's limits."""
+    """A program that is malformed, corrupt, of another version or outside its profile's limits.
+
+    rule: the id of the failed rule in docs/program_format.md "Validation" (e.g. "6.7"; the message
+    ends with "(rule 6.7)"), None for errors outside that table (a LayerProgram built from arrays
+    of the wrong shape); check: the rule's check number, the firmware's BAD_PROGRAM detail."""
+
+    def __init__(self, message: str, rule: str | None = None):
+        super().__init__(f"{message} (rule {rule})" if rule else message)
+        self.message, self.rule = message, rule
+
+    @property
+    def check(self) -> int | None:
+        return int(self.rule.split(".")[0]) if self.rule else None
+
+    def __reduce__(self):  # keep `rule` through pickling (multiprocessing, caches)
+        return type(self), (self.message, self.rule)
 
 
 def _pad4(n: int) -> int:
@@ -73,13 +89,15 @@ class LayerProgram:
 
     def __post_init__(self):
         if self.neuron_type not in NEURON_TYPES:
-            raise ProgramError(f"neuron_type must be one of {sorted(NEURON_TYPES)}, got {self.neuron_type!r}")
+            raise ProgramError(f"neuron_type must be one of {sorted(NEURON_TYPES)}, got {self.neuron_type!r}",
+                               "6.5")
         if self.reset not in RESET_MODES:
-            raise ProgramError(f"reset must be one of {sorted(RESET_MODES)}, got {self.reset!r}")
+            raise ProgramError(f"reset must be one of {sorted(RESET_MODES)}, got {self.reset!r}", "6.6")
         for name in ("w_shift", "rec_shift"):
             v = getattr(self, name)
             if not isinstance(v, (int, np.integer)) or not 0 <= v <= MAX_SHIFT:
-                raise ProgramError(f"{name} must be an integer in [0, {MAX_SHIFT}], got {v!r}")
+                raise ProgramError(f"{name} must be an integer in [0, {MAX_SHIFT}], got {v!r}",
+                                   "8.7" if name == "w_shift" else "8.8")
         if not isinstance(self.max_spikes, (int, np.integer)) or not 0 <= self.max_spikes <= 255:
             raise ProgramError(f"max_spikes must be an integer in [0, 255], got {self.max_spikes!r}")
         w = self.weights
@@ -105,7 +123,7 @@ class LayerProgram:
         if self.rec_gain is not None:
             self._set("rec_gain", self.rec_gain, np.int32, (n,))
         if self.neuron_type != "rleaky_dense" and self.rec_shift != 0:
-            raise ProgramError("rec_shift must be 0 unless neuron_type is 'rleaky_dense'")
+            raise ProgramError("rec_shift must be 0 unless neuron_type is 'rleaky_dense'", "8.8")
 
     def _set(self, name, value, dtype, shape=None):
         a = np.asarray(value)
@@ -163,50 +181,51 @@ class LayerProgram:
         return d
 
     def check_profile(self, profile: Profile, where: str) -> None:
-        """Refuse values the profile cannot hold (docs/fixed_point.md, hw/profiles/*.json)."""
+        """Refuse values the profile cannot hold (docs/fixed_point.md, hw/profiles/*.json), in the
+        order of the rule table of docs/program_format.md "Validation"."""
         p = profile
         if neuron_family(self.neuron_type) not in p.neuron_types:
             raise ProgramError(f"{where}: neuron type {self.neuron_type!r} is not supported by profile "
-                               f"{p.name!r} (supported: {list(p.neuron_types)})")
+                               f"{p.name!r} (supported: {list(p.neuron_types)})", "6.5")
         if self.reset not in p.reset_modes:
             raise ProgramError(f"{where}: reset {self.reset!r} is not supported by profile {p.name!r} "
-                               f"(supported: {list(p.reset_modes)})")
-        if self.num_neurons > p.max_neurons_per_layer:
-            raise ProgramError(f"{where}: {self.num_neurons} neurons exceed the profile {p.name!r} limit "
-                               f"max_neurons_per_layer={p.max_neurons_per_layer}")
+                               f"(supported: {list(p.reset_modes)})", "6.6")
         if p.max_spikes_per_step == 1 and self.max_spikes != 0:
             raise ProgramError(f"{where}: max_spikes must be 0 for profile {p.name!r} (one spike per step), "
-                               f"got {self.max_spikes}")
+                               f"got {self.max_spikes}", "5.4")
         if p.max_spikes_per_step > 1 and not 1 <= self.max_spikes <= p.max_spikes_per_step:
             raise ProgramError(f"{where}: max_spikes must be in [1, {p.max_spikes_per_step}] for profile "
-                               f"{p.name!r}, got {self.max_spikes}")
+                               f"{p.name!r}, got {self.max_spikes}", "5.4")
+        if self.num_neurons > p.max_neurons_per_layer:
+            raise ProgramError(f"{where}: {self.num_neurons} neurons exceed the profile {p.name!r} limit "
+                               f"max_neurons_per_layer={p.max_neurons_per_layer}", "8.5")
         if self.fan_in > p.max_fan_in:
             raise ProgramError(f"{where}: fan-in {self.fan_in} exceeds the profile {p.name!r} limit "
-                               f"max_fan_in={p.max_fan_in}")
-        for name in ("w_shift", "rec_shift"):
+                               f"max_fan_in={p.max_fan_in}", "8.6")
+        for name, rule in (("w_shift", "8.7"), ("rec_shift", "8.8")):
             if getattr(self, name) > p.max_w_shift:
                 raise ProgramError(f"{where}: {name}={getattr(self, name)} exceeds the profile {p.name!r} "
-                                   f"limit {p.max_w_shift}")
+                                   f"limit {p.max_w_shift}", rule)
         th = self.threshold
         if th.min() < 1 or th.max() > p.threshold_max:
             raise ProgramError(f"{where}: thresholds must be in [1, {p.threshold_max}] for profile "
-                               f"{p.name!r}, got [{th.min()}, {th.max()}]")
+                               f"{p.name!r}, got [{th.min()}, {th.max()}]", "8.9")
         b = self.bias.astype(np.int64)
         if b.min() < p.bias_min or b.max() > p.bias_max:
             raise ProgramError(f"{where}: bias must be in [{p.bias_min}, {p.bias_max}] for profile "
-                               f"{p.name!r}, got [{b.min()}, {b.max()}]")
+                               f"{p.name!r}, got [{b.min()}, {b.max()}]", "8.10")
         if p.bias_mant_bits is not None and not bias_representable(b, p).all():
             raise ProgramError(f"{where}: a bias is not mantissa({p.bias_mant_bits} bits) << exp"
-                               f"(<= {p.max_bias_exp}) as profile {p.name!r} requires")
+                               f"(<= {p.max_bias_exp}) as profile {p.name!r} requires", "8.10")
         for name in ("decay_mem", "decay_syn"):
             a = getattr(self, name)
             if a is not None and a.max() > p.decay_max:
                 raise ProgramError(f"{where}: {name} values must be <= {p.decay_max} for profile "
-                                   f"{p.name!r}, got {a.max()}")
+                                   f"{p.name!r}, got {a.max()}", "8.11")
         if self.rec_gain is not None:
             g = self.rec_gain.astype(np.int64)
             if g.min() < p.bias_min or g.max() > p.bias_max:
-                raise ProgramError(f"{where}: rec_gain must be in [{p.bias_min}, {p.bias_max}]")
+                raise ProgramError(f"{where}: rec_gain must be in [{p.bias_min}, {p.bias_max}]", "8.12")
 
 
 def bias_representable(b: np.ndarray, profile: Profile) -> np.ndarray:
@@ -236,35 +255,36 @@ class Program:
     def __post_init__(self):
         if self.version != FORMAT_VERSION:
             raise ProgramError(f"program format version {self.version} is not supported (this "
-                               f"spikeloop reads version {FORMAT_VERSION})")
+                               f"spikeloop reads version {FORMAT_VERSION})", "2.1")
         profile = get_profile(self.profile)
         object.__setattr__(self, "layers", tuple(self.layers))
         if not self.layers:
-            raise ProgramError("a program needs at least one layer")
+            raise ProgramError("a program needs at least one layer", "6.1")
         if len(self.layers) > profile.max_layers:
             raise ProgramError(f"{len(self.layers)} layers exceed the profile {profile.name!r} limit "
-                               f"max_layers={profile.max_layers}")
+                               f"max_layers={profile.max_layers}", "6.2")
         for i, layer in enumerate(self.layers):
             if i and layer.fan_in != self.layers[i - 1].num_neurons:
                 raise ProgramError(f"layer {i}: fan-in {layer.fan_in} does not match the "
-                                   f"{self.layers[i - 1].num_neurons} neurons of layer {i - 1}")
+                                   f"{self.layers[i - 1].num_neurons} neurons of layer {i - 1}", "7.1")
             layer.check_profile(profile, f"layer {i}")
-        for name, hi in (("num_steps", 0xFFFF), ("dt_ns", 0xFFFFFFFF)):
+        for name, hi, rule in (("num_steps", 0xFFFF, "8.2"), ("dt_ns", 0xFFFFFFFF, "8.3")):
             v = getattr(self, name)
             if not isinstance(v, (int, np.integer)) or not 1 <= v <= hi:
-                raise ProgramError(f"{name} must be an integer in [1, {hi}], got {v!r}")
+                raise ProgramError(f"{name} must be an integer in [1, {hi}], got {v!r}", rule)
         if self.num_inputs > 0xFFFF or any(l.num_neurons > 0xFFFF for l in self.layers):
-            raise ProgramError("layer sizes must fit in 16 bits")
+            raise ProgramError("layer sizes must fit in 16 bits", "8.5")
         try:
             encoded = self.name.encode("ascii")
         except UnicodeEncodeError:
-            raise ProgramError(f"name must be ASCII, got {self.name!r}") from None
+            raise ProgramError(f"name must be ASCII, got {self.name!r}", "5.3") from None
         if len(encoded) > NAME_BYTES or b"\0" in encoded:
-            raise ProgramError(f"name must be at most {NAME_BYTES} ASCII characters without NUL, got {self.name!r}")
+            raise ProgramError(f"name must be at most {NAME_BYTES} ASCII characters without NUL, got {self.name!r}",
+                               "5.3")
         size = self.size_bytes()
         if size > profile.max_program_bytes:
             raise ProgramError(f"program of {size} bytes exceeds the profile {profile.name!r} limit "
-                               f"max_program_bytes={profile.max_program_bytes}")
+                               f"max_program_bytes={profile.max_program_bytes}", "8.1")
 
     @property
     def profile_obj(self) -> Profile:
@@ -298,55 +318,72 @@ class Program:
 
     @classmethod
     def from_bytes(cls, data: bytes, expected_profile: str | None = None) -> "Program":
-        """Decode and validate a blob; raises `ProgramError` saying which check failed."""
+        """Decode and validate a blob; raises `ProgramError` naming the failed rule.
+
+        The rules of docs/program_format.md "Validation" are checked in the order of its table and
+        the first failing one is raised (`ProgramError.rule`), as the firmware does."""
         data = bytes(data)
         if len(data) < HEADER_SIZE:
-            raise ProgramError(f"program truncated: {len(data)} bytes, the header alone is {HEADER_SIZE}")
+            raise ProgramError(f"program truncated: {len(data)} bytes, the header alone is {HEADER_SIZE}",
+                               "1.1")
         (magic, version, profile_id, flags, total, crc, num_layers, n_in, n_out, num_steps, dt_ns,
          reserved, name) = _HEADER.unpack_from(data, 0)
         if magic != MAGIC:
-            raise ProgramError(f"not a spikeloop program: magic {magic!r}, expected {MAGIC!r}")
+            raise ProgramError(f"not a spikeloop program: magic {magic!r}, expected {MAGIC!r}", "1.2")
         if version != FORMAT_VERSION:
             raise ProgramError(f"program format version {version} is not supported (this spikeloop "
-                               f"reads version {FORMAT_VERSION}); recompile it with this version")
+                               f"reads version {FORMAT_VERSION}); recompile it with this version", "2.1")
         if total != len(data):
             what = "truncated" if len(data) < total else "has trailing bytes"
-            raise ProgramError(f"program {what}: header says {total} bytes, got {len(data)}")
+            raise ProgramError(f"program {what}: header says {total} bytes, got {len(data)}", "3.1")
         if total % 4:
-            raise ProgramError(f"program size {total} is not a multiple of 4")
+            raise ProgramError(f"program size {total} is not a multiple of 4", "3.2")
         actual = crc32_of(data)
         if actual != crc:
             raise ProgramError(f"program checksum mismatch: header CRC-32 0x{crc:08x}, "
-                               f"computed 0x{actual:08x} (corrupt program)")
+                               f"computed 0x{actual:08x} (corrupt program)", "4.1")
         if profile_id not in PROFILE_BY_ID:
             raise ProgramError(f"unknown profile id {profile_id}; known: "
-                               f"{ {k: v.name for k, v in PROFILE_BY_ID.items()} }")
+                               f"{ {k: v.name for k, v in PROFILE_BY_ID.items()} }", "5.1")
         profile = PROFILE_BY_ID[profile_id]
         if expected_profile is not None and profile.name != expected_profile:
             raise ProgramError(f"program is for profile {profile.name!r}, this device runs "
-                               f"{expected_profile!r}")
+                               f"{expected_profile!r}", "5.1")
         if flags or reserved:
-            raise ProgramError("header flags/reserved bytes must be 0")
-        if num_layers < 1 or num_layers > profile.max_layers:
-            raise ProgramError(f"num_layers={num_layers} outside [1, {profile.max_layers}] "
-                               f"for profile {profile.name!r}")
+            raise ProgramError("header flags/reserved bytes must be 0", "5.2")
         name_s = name.rstrip(b"\0")
         if b"\0" in name_s:
-            raise ProgramError("name field must be NUL-padded ASCII")
+            raise ProgramError("name field must be NUL-padded ASCII", "5.3")
         try:
             name_s = name_s.decode("ascii")
         except UnicodeDecodeError:
-            raise ProgramError("name field is not ASCII") from None
+            raise ProgramError("name field is not ASCII", "5.3") from None
+        if total > profile.max_program_bytes:
+            raise ProgramError(f"program of {total} bytes exceeds the profile {profile.name!r} limit "
+                               f"max_program_bytes={profile.max_program_bytes}", "8.1")
+        if num_layers < 1:
+            raise ProgramError("num_layers=0: a program needs at least one layer", "6.1")
+        if num_layers > profile.max_layers:
+            raise ProgramError(f"num_layers={num_layers} exceeds the profile {profile.name!r} limit "
+                               f"max_layers={profile.max_layers}", "6.2")
+        if num_steps < 1:
+            raise ProgramError("num_steps=0: the model needs at least one time step", "8.2")
+        if dt_ns < 1:
+            raise ProgramError("dt_ns=0: the time step must be at least 1 ns", "8.3")
         layers, off = [], HEADER_SIZE
         for i in range(num_layers):
-            layer, off = _decode_record(data, off, f"layer {i}")
+            layer, off = _decode_record(data, off, f"layer {i}", profile)
+            if i == 0 and layer.fan_in != n_in:
+                raise ProgramError(f"num_inputs={n_in} but layer 0 has fan-in {layer.fan_in}", "7.1")
+            if i and layer.fan_in != layers[-1].num_neurons:
+                raise ProgramError(f"layer {i}: fan-in {layer.fan_in} does not match the "
+                                   f"{layers[-1].num_neurons} neurons of layer {i - 1}", "7.1")
             layers.append(layer)
-        if off != total:
-            raise ProgramError(f"records end at byte {off}, but the program has {total} bytes")
-        if layers[0].fan_in != n_in:
-            raise ProgramError(f"num_inputs={n_in} but layer 0 has fan-in {layers[0].fan_in}")
         if layers[-1].num_neurons != n_out:
-            raise ProgramError(f"num_outputs={n_out} but the last layer has {layers[-1].num_neurons} neurons")
+            raise ProgramError(f"num_outputs={n_out} but the last layer has {layers[-1].num_neurons} neurons",
+                               "7.2")
+        if off != total:
+            raise ProgramError(f"records end at byte {off}, but the program has {total} bytes", "7.3")
         return cls(profile=profile.name, layers=tuple(layers), num_steps=num_steps, dt_ns=dt_ns,
                    name=name_s, version=version)
 
@@ -385,25 +422,50 @@ def crc32_of(blob: bytes) -> int:
     return zlib.crc32(blob[16:], zlib.crc32(blob[:12])) & 0xFFFFFFFF
 
 
-def _decode_record(data: bytes, off: int, where: str) -> tuple[LayerProgram, int]:
+def _decode_record(data: bytes, off: int, where: str, profile: Profile) -> tuple[LayerProgram, int]:
+    """One layer record at `off` (rules 6.3 .. 8.12, in table order) -> (layer, offset after it)."""
     if off + RECORD_HEADER_SIZE > len(data):
-        raise ProgramError(f"{where}: record header runs past the end of the program")
+        raise ProgramError(f"{where}: record header runs past the end of the program", "6.3")
     (rtype, ntype, reset, w_shift, fan_in, n, rec_shift, max_spikes, reserved,
      size) = _RECORD.unpack_from(data, off)
     if rtype != RECORD_LAYER:
         raise ProgramError(f"{where}: unknown record type {rtype} (version {FORMAT_VERSION} has only "
-                           f"type {RECORD_LAYER})")
+                           f"type {RECORD_LAYER})", "6.4")
     if ntype not in NEURON_TYPE_NAMES:
-        raise ProgramError(f"{where}: unknown neuron type id {ntype}")
-    if reset not in RESET_NAMES:
-        raise ProgramError(f"{where}: unknown reset mode id {reset}")
-    if reserved:
-        raise ProgramError(f"{where}: record reserved bytes must be 0")
-    if fan_in < 1 or n < 1:
-        raise ProgramError(f"{where}: fan_in and num_neurons must be >= 1, got {fan_in}, {n}")
-    if w_shift > MAX_SHIFT or rec_shift > MAX_SHIFT:
-        raise ProgramError(f"{where}: shifts must be <= {MAX_SHIFT}, got {w_shift}, {rec_shift}")
+        raise ProgramError(f"{where}: unknown neuron type id {ntype}", "6.5")
     ntype_name = NEURON_TYPE_NAMES[ntype]
+    if reset not in RESET_NAMES:
+        raise ProgramError(f"{where}: unknown reset mode id {reset}", "6.6")
+    p = profile
+    if neuron_family(ntype_name) not in p.neuron_types:
+        raise ProgramError(f"{where}: neuron type {ntype_name!r} is not supported by profile {p.name!r} "
+                           f"(supported: {list(p.neuron_types)})", "6.5")
+    if RESET_NAMES[reset] not in p.reset_modes:
+        raise ProgramError(f"{where}: reset {RESET_NAMES[reset]!r} is not supported by profile {p.name!r} "
+                           f"(supported: {list(p.reset_modes)})", "6.6")
+    if p.max_spikes_per_step == 1 and max_spikes != 0:
+        raise ProgramError(f"{where}: max_spikes must be 0 for profile {p.name!r} (one spike per step), "
+                           f"got {max_spikes}", "5.4")
+    if p.max_spikes_per_step > 1 and not 1 <= max_spikes <= p.max_spikes_per_step:
+        raise ProgramError(f"{where}: max_spikes must be in [1, {p.max_spikes_per_step}] for profile "
+                           f"{p.name!r}, got {max_spikes}", "5.4")
+    if reserved:
+        raise ProgramError(f"{where}: record reserved bytes must be 0", "5.5")
+    if fan_in < 1 or n < 1:
+        raise ProgramError(f"{where}: fan_in and num_neurons must be >= 1, got {fan_in}, {n}", "8.4")
+    if n > p.max_neurons_per_layer:
+        raise ProgramError(f"{where}: {n} neurons exceed the profile {p.name!r} limit "
+                           f"max_neurons_per_layer={p.max_neurons_per_layer}", "8.5")
+    if fan_in > p.max_fan_in:
+        raise ProgramError(f"{where}: fan-in {fan_in} exceeds the profile {p.name!r} limit "
+                           f"max_fan_in={p.max_fan_in}", "8.6")
+    max_shift = min(MAX_SHIFT, p.max_w_shift)
+    if w_shift > max_shift:
+        raise ProgramError(f"{where}: w_shift={w_shift} exceeds the profile {p.name!r} limit {max_shift}",
+                           "8.7")
+    if rec_shift > max_shift or (rec_shift and ntype_name != "rleaky_dense"):
+        raise ProgramError(f"{where}: rec_shift={rec_shift} must be <= {max_shift}, and 0 unless "
+                           f"neuron_type is 'rleaky_dense'", "8.8")
     spec = [("weights", "<i1", n * fan_in), ("bias", "<i4", n), ("threshold", "<i4", n),
             ("decay_mem", "<u2", n)]
     if ntype_name == "synaptic":
@@ -414,20 +476,22 @@ def _decode_record(data: bytes, off: int, where: str) -> tuple[LayerProgram, int
         spec.append(("rec_gain", "<i4", n))
     expected = RECORD_HEADER_SIZE + sum(_pad4(np.dtype(dt).itemsize * c) for _, dt, c in spec)
     if size != expected:
-        raise ProgramError(f"{where}: record_size {size} does not match {expected} computed from its fields")
+        raise ProgramError(f"{where}: record_size {size} does not match {expected} computed from its fields",
+                           "6.7")
     if off + size > len(data):
-        raise ProgramError(f"{where}: record runs past the end of the program")
+        raise ProgramError(f"{where}: record runs past the end of the program", "6.8")
     pos, arrays = off + RECORD_HEADER_SIZE, {}
     for name, dt, count in spec:
         nbytes = np.dtype(dt).itemsize * count
         arrays[name] = np.frombuffer(data, dtype=dt, count=count, offset=pos).astype(dt[1:])
         pad = data[pos + nbytes: pos + _pad4(nbytes)]
         if any(pad):
-            raise ProgramError(f"{where}: padding after {name} must be zero bytes")
+            raise ProgramError(f"{where}: padding after {name} must be zero bytes", "5.6")
         pos += _pad4(nbytes)
     arrays["weights"] = arrays["weights"].reshape(n, fan_in)
     if "rec_weights" in arrays:
         arrays["rec_weights"] = arrays["rec_weights"].reshape(n, n)
     layer = LayerProgram(neuron_type=ntype_name, reset=RESET_NAMES[reset], w_shift=w_shift,
                          rec_shift=rec_shift, max_spikes=max_spikes, **arrays)
+    layer.check_profile(p, where)  # the value rules 8.9 .. 8.12 (the others passed above)
     return layer, off + size

@@ -11,6 +11,7 @@ arguments); nothing is kept on the module between calls.
 from __future__ import annotations
 
 import math
+import os
 from functools import partial
 from typing import NamedTuple
 
@@ -19,8 +20,9 @@ import snntorch.surrogate as snn_surrogate
 import torch
 from torch import nn
 
+from .finite import require_finite
 from .spec import (AvgPool2d, Conv2d, Flatten, Leaky, Linear, MaxPool2d, ModelSpec, RLeaky,
-                   Surrogate, Synaptic)
+                   Surrogate, Synaptic, check_memory)
 
 
 class NetworkOutput(NamedTuple):
@@ -221,7 +223,13 @@ def _step(layer, lspec, z, state):
 
 def build_model(spec: ModelSpec, state_dict: dict | None = None, dtype: torch.dtype = torch.float32,
                 device: str | torch.device = "cpu") -> SpikingNetwork:
-    """A `SpikingNetwork` for `spec`, optionally loaded with trained weights (strict key match)."""
+    """A `SpikingNetwork` for `spec`, optionally loaded with trained weights (strict key match).
+
+    Refuses (ResourceLimitError) a spec whose parameters cannot fit the memory of the CPU (where the
+    modules are built) or of `device`, and (NonFiniteError) weights holding NaN or Inf."""
+    require_memory(spec, "building the model", "cpu", torch.float32)
+    if torch.device(device).type != "cpu" or dtype != torch.float32:
+        require_memory(spec, "building the model", device, dtype)
     model = SpikingNetwork(spec)
     if state_dict is not None:
         load_weights(model, state_dict)
@@ -243,10 +251,34 @@ def without_spec_buffers(state_dict: dict) -> dict:
     return {k: v for k, v in state_dict.items() if not k.endswith(SPEC_BUFFERS)}
 
 
+def _fill_aliases(own: dict, state_dict: dict) -> None:
+    """Names of one shared parameter (element-wise RLeaky registers V as `layers.<i>.V` and
+    `layers.<i>.recurrent.V`): a state dict may carry any of them (a de-duplicating writer keeps
+    one); fill in the others, and refuse two that disagree."""
+    groups: dict[tuple, list[str]] = {}
+    for k, v in own.items():
+        if v.numel():  # the same tensor under several names: same memory, shape and dtype
+            groups.setdefault((v.data_ptr(), tuple(v.shape), v.dtype), []).append(k)
+    for names in groups.values():
+        present = [n for n in names if n in state_dict]
+        if len(names) < 2 or not present:
+            continue
+        first = state_dict[present[0]]
+        for n in present[1:]:
+            if not torch.equal(torch.as_tensor(state_dict[n]).cpu(), torch.as_tensor(first).cpu()):
+                raise ValueError(f"weights do not match the model spec: {present[0]} and {n} are one shared "
+                                 "parameter but hold different values")
+        for n in names:
+            state_dict.setdefault(n, first)
+
+
 def load_weights(model: SpikingNetwork, state_dict: dict) -> None:
-    """Load weights, raising ValueError naming missing/unexpected/mis-shaped tensors."""
+    """Load weights, raising ValueError naming missing/unexpected/mis-shaped tensors, or
+    (NonFiniteError) tensors holding NaN or Inf."""
+    require_finite(state_dict)
     own = model.state_dict()
     state_dict = dict(state_dict)
+    _fill_aliases(own, state_dict)
     for k in own:  # spec-derived buffers may be left out: the spec supplies them
         if k.endswith(SPEC_BUFFERS) and k not in state_dict:
             state_dict[k] = own[k]
@@ -272,6 +304,42 @@ def load_weights(model: SpikingNetwork, state_dict: dict) -> None:
             raise ValueError(f"weights do not match the model spec: layer {layer} was saved with reset "
                              f"{modes[int(state_dict[k])]!r} but the spec says {modes[int(own[k])]!r}")
     model.load_state_dict({k: v.to(own[k].dtype) if v.is_floating_point() else v for k, v in state_dict.items()})
+
+
+def memory_limit_bytes(device: str | torch.device) -> int | None:
+    """Memory of `device` in bytes: the CPU's physical memory (or the cgroup limit when lower), a
+    CUDA device's total memory; None (no limit known) for other devices."""
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        return torch.cuda.get_device_properties(dev.index if dev.index is not None else
+                                                torch.cuda.current_device()).total_memory
+    if dev.type != "cpu":
+        return None
+    try:
+        limit = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):
+        return None
+    try:  # a container's limit (cgroup v2) is what the allocator will hit
+        with open("/sys/fs/cgroup/memory.max") as f:
+            text = f.read().strip()
+        if text.isdigit():
+            limit = min(limit, int(text))
+    except OSError:
+        pass
+    return limit
+
+
+def require_memory(spec: ModelSpec, what: str, device: str | torch.device = "cpu",
+                   dtype: torch.dtype = torch.float32, batch_size: int = 0, num_steps: int | None = None,
+                   training: bool = False) -> int:
+    """`snn.spec.check_memory` against the memory of `device`: raises ResourceLimitError naming the
+    largest layer when the lower-bound estimate for the model (and a batch of `batch_size` over
+    `num_steps`, default spec.num_steps) cannot fit. Returns the estimate in bytes."""
+    dev = torch.device(device)
+    return check_memory(spec, memory_limit_bytes(dev), what, batch_size=batch_size, num_steps=num_steps,
+                        dtype_bytes=torch.empty((), dtype=dtype).element_size(),
+                        dtype_name=str(dtype).removeprefix("torch."), training=training,
+                        limit_name=f"the memory of {dev}")
 
 
 def default_device() -> torch.device:

@@ -6,6 +6,13 @@ A `ModelSpec` lists layers in order (stateless `Linear`/`Conv2d`/pooling/`Flatte
 dicts (`to_dict`/`from_dict`, each layer carrying a `"type"` key) and JSON/TOML files, and
 validates on construction: every invalid field raises `ValueError` naming the layer and field.
 
+Resource limits: a spec is refused (`ResourceLimitError`, a `ValueError`) when a layer has more than
+`MAX_NEURONS_PER_LAYER` outputs per time step, `num_steps` exceeds `MAX_NUM_STEPS`, or a layer or
+the whole model holds more than `MAX_PARAMETERS` parameters, so an absurd spec fails while it is
+read, naming the layer, instead of in the allocator. `estimate_memory` gives a lower bound of the
+bytes a model and a batch need; `check_memory` refuses one that cannot fit a memory limit
+(`snn.model.require_memory` applies it with the machine's memory before building or running).
+
 Neuron semantics (what beta, threshold and reset mean step by step) are written down once in
 `docs/neuron_semantics.md`.
 """
@@ -24,6 +31,12 @@ import encoders
 
 SPEC_FORMAT_VERSION = 1
 
+# Generous limits against typos and hostile files (1e9 neurons, 1e9 steps); far above any model that
+# trains on one machine, far below what overflows an allocation.
+MAX_NEURONS_PER_LAYER = 10 ** 7  # outputs per time step of one layer (any layer type) and input features
+MAX_NUM_STEPS = 10 ** 5
+MAX_PARAMETERS = 10 ** 9  # per layer and in all
+
 RESET_MODES = ("subtract", "zero")
 SURROGATES = ("atan", "fast_sigmoid", "sigmoid", "straight_through", "triangular")
 
@@ -38,6 +51,11 @@ def _register(cls):
 def _check_positive_int(owner: str, name: str, value: Any) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise ValueError(f"{owner}: {name} must be a positive integer, got {value!r}")
+
+
+def _check_bool(owner: str, name: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise ValueError(f"{owner}: {name} must be true or false, got {value!r}")
 
 
 def _as_param(owner: str, name: str, value: Any, lo: float, hi: float, hi_open: bool = False):
@@ -91,6 +109,12 @@ class LayerSpec:
     def output_shape(self, input_shape: tuple[int, ...], where: str) -> tuple[int, ...]:
         raise TypeError(f"{where}: layer type {self.type_name!r} defines no shape rule")
 
+    def parameter_shapes(self, input_shape: tuple[int, ...],
+                         output_shape: tuple[int, ...]) -> dict[str, tuple[int, ...]]:
+        """Shapes of the trained tensors `snn.model` builds for this layer (for size limits and
+        memory estimates; the model's state dict is the authority). Stateless layers: none."""
+        return {}
+
 
 @_register
 @dataclass(frozen=True)
@@ -105,6 +129,10 @@ class Linear(LayerSpec):
     def __post_init__(self):
         _check_positive_int("linear", "in_features", self.in_features)
         _check_positive_int("linear", "out_features", self.out_features)
+        _check_bool("linear", "bias", self.bias)
+
+    def parameter_shapes(self, input_shape, output_shape):
+        return {"weight": (self.out_features, self.in_features)} | ({"bias": (self.out_features,)} if self.bias else {})
 
     def output_shape(self, input_shape, where):
         if input_shape != (self.in_features,):
@@ -129,8 +157,14 @@ class Conv2d(LayerSpec):
     def __post_init__(self):
         for n in ("in_channels", "out_channels", "kernel_size", "stride"):
             _check_positive_int("conv2d", n, getattr(self, n))
+        _check_bool("conv2d", "bias", self.bias)
         if not isinstance(self.padding, int) or self.padding < 0:
             raise ValueError(f"conv2d: padding must be a non-negative integer, got {self.padding!r}")
+
+    def parameter_shapes(self, input_shape, output_shape):
+        k = self.kernel_size
+        return ({"weight": (self.out_channels, self.in_channels, k, k)}
+                | ({"bias": (self.out_channels,)} if self.bias else {}))
 
     def output_shape(self, input_shape, where):
         if len(input_shape) != 3 or input_shape[0] != self.in_channels:
@@ -211,10 +245,26 @@ class _SpikingSpec(LayerSpec):
         if self.reset not in RESET_MODES:
             raise ValueError(f"{t}: reset must be one of {RESET_MODES}, got {self.reset!r}")
         if isinstance(self.surrogate, dict):
+            unknown = set(self.surrogate) - {"name", "slope"}
+            if unknown:
+                raise ValueError(f"{t}: unknown surrogate field(s) {sorted(unknown)}; allowed: ['name', 'slope']")
             object.__setattr__(self, "surrogate", Surrogate(**self.surrogate))
+        if not isinstance(self.surrogate, Surrogate):
+            raise ValueError(f"{t}: surrogate must be a table {{name, slope}}, got {self.surrogate!r}")
+        for f in dataclasses.fields(self):
+            if f.name.startswith(("learn_", "per_neuron", "all_to_all")):
+                _check_bool(t, f.name, getattr(self, f.name))
 
     def per_neuron_params(self) -> tuple[str, ...]:
         return ("beta", "threshold")
+
+    def parameter_shapes(self, input_shape, output_shape):
+        out = {}
+        for name in self.per_neuron_params():
+            v = getattr(self, name)
+            per = self.per_neuron or (isinstance(v, tuple) and len(v) > 1)
+            out[name] = tuple(output_shape) if per else ()
+        return out
 
     def output_shape(self, input_shape, where):
         n = math.prod(input_shape)
@@ -270,10 +320,94 @@ class RLeaky(_SpikingSpec):
     def per_neuron_params(self):
         return ("beta", "threshold") if self.all_to_all else ("beta", "threshold", "V")
 
+    def parameter_shapes(self, input_shape, output_shape):
+        out = super().parameter_shapes(input_shape, output_shape)
+        if self.all_to_all:
+            n = math.prod(output_shape)
+            out |= {"recurrent.weight": (n, n), "recurrent.bias": (n,)}
+        return out
+
     def output_shape(self, input_shape, where):
         if self.all_to_all and len(input_shape) != 1:
             raise ValueError(f"{where}: rleaky with all_to_all needs flat [N] input, got {input_shape}")
         return super().output_shape(input_shape, where)
+
+
+class ResourceLimitError(ValueError):
+    """A spec, or a batch run with it, larger than the resource limits (names the layer and the size)."""
+
+
+def format_bytes(n: float) -> str:
+    """Decimal units: 3136000000000 -> '3.1 TB'."""
+    for unit in ("B", "kB", "MB", "GB", "TB", "PB"):
+        if abs(n) < 1000 or unit == "PB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _layer_parameters(spec: "ModelSpec", i: int, shapes: list | None = None) -> tuple[int, str]:
+    """(parameter count, description of the largest tensor, e.g. "1000 x 784 weights") of layer i."""
+    shapes = spec.shapes() if shapes is None else shapes
+    in_shape = spec.input_shape if i == 0 else shapes[i - 1]
+    p = spec.layers[i].parameter_shapes(in_shape, shapes[i])
+    if not p:
+        return 0, "no parameters"
+    name, shape = max(p.items(), key=lambda kv: math.prod(kv[1]))
+    kind = "recurrent weights" if name == "recurrent.weight" else "weights" if name == "weight" else name
+    return sum(math.prod(s) for s in p.values()), f"{' x '.join(map(str, shape)) or '1'} {kind}"
+
+
+@dataclass(frozen=True)
+class MemoryItem:
+    """One part of a memory estimate: layer (spec index; None for the encoded input), what it is, bytes."""
+
+    layer: int | None
+    what: str
+    num_bytes: int
+
+
+def estimate_memory(spec: "ModelSpec", batch_size: int = 0, num_steps: int | None = None,
+                    dtype_bytes: int = 4, training: bool = False) -> list[MemoryItem]:
+    """A lower bound of the memory a model of `spec` and one batch need, item by item.
+
+    Always the parameters of every layer; with batch_size B > 0 also the encoded input [T, B, *input]
+    and the outputs [T, B, N_i] the forward pass keeps: for evaluation the largest layer's (it is
+    stacked over time before the next layer runs), for training every layer's (autograd keeps them
+    for the backward pass). Real use needs more (state per step, gradients, optimizer moments), so a
+    refusal from this estimate is never a false alarm. T defaults to spec.num_steps."""
+    T = spec.num_steps if num_steps is None else num_steps
+    shapes = spec.shapes()
+    items = []
+    for i, layer in enumerate(spec.layers):
+        count, what = _layer_parameters(spec, i, shapes)
+        if count:
+            items.append(MemoryItem(i, what, count * dtype_bytes))
+    if batch_size > 0:
+        f_in = math.prod(spec.input_shape)
+        items.append(MemoryItem(None, f"{T} x {batch_size} x {f_in} spikes (steps x batch x features)",
+                                T * batch_size * f_in * dtype_bytes))
+        outs = [MemoryItem(i, f"{T} x {batch_size} x {math.prod(s)} outputs (steps x batch x neurons)",
+                           T * batch_size * math.prod(s) * dtype_bytes) for i, s in enumerate(shapes)]
+        items += outs if training else [max(outs, key=lambda m: m.num_bytes)]
+    return items
+
+
+def check_memory(spec: "ModelSpec", limit_bytes: int | None, what: str, batch_size: int = 0,
+                 num_steps: int | None = None, dtype_bytes: int = 4, dtype_name: str = "float32",
+                 training: bool = False, limit_name: str = "the memory limit") -> int:
+    """Raise ResourceLimitError when `estimate_memory` exceeds limit_bytes (None: no limit), naming
+    the largest item's layer, e.g. "building the model: layer 1 (linear): 10000000 x 784 weights =
+    31.4 GB of float32 (31.4 GB in all), above the 25.0 GB of memory on cpu". Returns the estimate."""
+    items = estimate_memory(spec, batch_size, num_steps, dtype_bytes, training)
+    total = sum(m.num_bytes for m in items)
+    if limit_bytes is not None and total > limit_bytes:
+        big = max(items, key=lambda m: m.num_bytes)
+        where = "input" if big.layer is None else f"layer {big.layer} ({spec.layers[big.layer].type_name})"
+        raise ResourceLimitError(f"{what}: {where}: {big.what} = {format_bytes(big.num_bytes)} of {dtype_name} "
+                                 f"(at least {format_bytes(total)} in all), above {limit_name} "
+                                 f"({format_bytes(limit_bytes)})")
+    return total
 
 
 def layer_from_dict(d: dict, where: str = "layer") -> LayerSpec:
@@ -316,8 +450,16 @@ class ModelSpec:
         if self.version != SPEC_FORMAT_VERSION:
             raise ValueError(f"model spec version {self.version} is not supported (this spikeloop reads "
                              f"version {SPEC_FORMAT_VERSION})")
+        if not isinstance(self.layers, (list, tuple)):
+            raise ValueError(f"model spec: layers must be a list of layer tables, got {self.layers!r}")
+        if not isinstance(self.input_shape, (list, tuple)):
+            raise ValueError(f"model spec: input_shape must be a list of positive integers, got {self.input_shape!r}")
+        if not isinstance(self.name, str):
+            raise ValueError(f"model spec: name must be a string, got {self.name!r}")
         object.__setattr__(self, "layers", tuple(self.layers))
         object.__setattr__(self, "input_shape", tuple(self.input_shape))
+        if not all(isinstance(l, LayerSpec) for l in self.layers):
+            raise ValueError("model spec: layers must be layer specs (use ModelSpec.from_dict for tables)")
         if not self.layers:
             raise ValueError("model spec: layers must not be empty")
         for n in self.input_shape:
@@ -333,6 +475,36 @@ class ModelSpec:
         if not self.layers[-1].spiking:
             raise ValueError("model spec: the last layer must be spiking (leaky, synaptic or rleaky)")
         self.shapes()  # validates the chain of shapes
+        self._check_limits()
+
+    def _check_limits(self) -> None:
+        if self.num_steps > MAX_NUM_STEPS:
+            raise ResourceLimitError(f"model spec: num_steps={self.num_steps} is above the limit of "
+                                     f"{MAX_NUM_STEPS} steps (snn.spec.MAX_NUM_STEPS)")
+        if math.prod(self.input_shape) > MAX_NEURONS_PER_LAYER:
+            raise ResourceLimitError(f"model spec: input_shape {list(self.input_shape)} has "
+                                     f"{math.prod(self.input_shape)} features, above the limit of "
+                                     f"{MAX_NEURONS_PER_LAYER} (snn.spec.MAX_NEURONS_PER_LAYER)")
+        total, largest, shapes = 0, None, self.shapes()
+        for i, (layer, shape) in enumerate(zip(self.layers, shapes)):
+            where = f"layer {i} ({layer.type_name})"
+            n = math.prod(shape)
+            if n > MAX_NEURONS_PER_LAYER:
+                raise ResourceLimitError(f"{where}: {n} outputs per time step (shape {list(shape)}), above the "
+                                         f"limit of {MAX_NEURONS_PER_LAYER} per layer "
+                                         f"(snn.spec.MAX_NEURONS_PER_LAYER)")
+            count, what = _layer_parameters(self, i, shapes)
+            if count > MAX_PARAMETERS:
+                raise ResourceLimitError(f"{where}: {what} = {count} parameters ({format_bytes(4 * count)} of "
+                                         f"float32), above the limit of {MAX_PARAMETERS} parameters "
+                                         f"(snn.spec.MAX_PARAMETERS)")
+            total += count
+            if largest is None or count > largest[0]:
+                largest = (count, f"{where}: {what}")
+        if total > MAX_PARAMETERS:
+            raise ResourceLimitError(f"model spec: {total} parameters in all ({format_bytes(4 * total)} of float32; "
+                                     f"largest {largest[1]}), above the limit of {MAX_PARAMETERS} "
+                                     f"(snn.spec.MAX_PARAMETERS)")
 
     def shapes(self) -> list[tuple[int, ...]]:
         """Feature shape after each layer (index i: output of layers[i])."""
@@ -370,6 +542,8 @@ class ModelSpec:
             raise ValueError(f"model spec: unknown field(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
         if "layers" not in d or "input_shape" not in d:
             raise ValueError("model spec: 'layers' and 'input_shape' are required")
+        if not isinstance(d["layers"], (list, tuple)):
+            raise ValueError(f"model spec: layers must be a list of layer tables, got {d['layers']!r}")
         layers = [layer_from_dict(l, f"layer {i}") for i, l in enumerate(d["layers"])]
         kw = {k: v for k, v in d.items() if k != "layers"}
         return cls(layers=tuple(layers), **kw)

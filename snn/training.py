@@ -3,6 +3,11 @@
 Inputs are encoded per batch with a generator seeded from (seed, epoch, batch), so a run is
 reproducible on CPU; under DDP every rank encodes the same global batch and keeps its shard, so
 2 ranks give the same updates as 1 process on the same global batch.
+
+A run fails at its start, not after training, when it could not finish: the initial weights must
+be finite, the model and a batch must fit the device's memory (`snn.model.require_memory`) and the
+checkpoint must be writable (its bytes are built once before the first epoch). A run that diverges
+(non-finite epoch loss or weights) stops with `DivergedError` instead of saving NaN weights.
 """
 
 from __future__ import annotations
@@ -22,14 +27,19 @@ import torch.distributed as dist
 from tqdm.auto import tqdm
 
 from .atomic import write_text_atomic
-from .checkpoint import save_checkpoint
+from .checkpoint import checkpoint_bytes, save_checkpoint
 from .data import validation_split
 from .encoding import encode_batch, encode_samples
-from .model import SpikingNetwork, build_model, default_device
+from .finite import non_finite_report, require_finite
+from .model import SpikingNetwork, build_model, default_device, require_memory
 from .spec import ModelSpec
 
 LOSSES = ("ce_rate", "ce_count", "mse_count")
 EVAL_SEED = 1234  # the encoding seed for validation/test sets (sample-indexed, see encode_samples)
+
+
+class DivergedError(RuntimeError):
+    """Training produced a non-finite loss or non-finite weights; no checkpoint is written."""
 
 
 @dataclass(frozen=True)
@@ -97,10 +107,16 @@ def evaluate(model: SpikingNetwork, x: torch.Tensor, y: torch.Tensor, seed: int 
              batch_size: int = 256, sample_ids=None) -> dict:
     """Accuracy of `model` on intensities x [N, *input_shape] with labels y [N].
 
-    Returns {"accuracy", "predictions" [N], "counts" [N, C]}; inputs are encoded by sample index."""
+    Returns {"accuracy", "predictions" [N], "counts" [N, C]}; inputs are encoded by sample index.
+    Refuses weights holding NaN/Inf (NonFiniteError) and a batch that cannot fit the device's
+    memory (ResourceLimitError naming the layer) before encoding anything."""
     model.eval()
     dev = next(model.parameters()).device
     dtype = next(model.parameters()).dtype
+    require_finite(model.state_dict(), "evaluate")
+    if len(x):
+        b = min(batch_size, len(x))
+        require_memory(model.spec, f"evaluating batches of {b} samples", dev, dtype, batch_size=b)
     ids = list(range(len(x))) if sample_ids is None else list(sample_ids)
     counts = []
     for s in range(0, len(x), batch_size):
@@ -155,8 +171,16 @@ class Trainer:
 
     def fit(self) -> TrainResult:
         cfg, spec = self.config, self.spec
+        require_memory(spec, f"training with batches of {cfg.batch_size} samples", self.device,
+                       batch_size=math.ceil(min(cfg.batch_size, max(len(self.train_x), 1)) / self.world),
+                       training=True)
         torch.manual_seed(cfg.seed)
         model = build_model(spec, device=self.device)
+        require_finite(model.state_dict(), "training start")
+        if self.out_dir is not None and self.rank == 0:
+            # the checkpoint written at the end must not fail after hours of training: build its
+            # bytes once now (shared tensors, dtypes, JSON-able extra), then drop them
+            checkpoint_bytes(spec, model, {"config": asdict(cfg)}, self.extra)
         net = model
         if self.world > 1:
             net = torch.nn.parallel.DistributedDataParallel(
@@ -207,6 +231,7 @@ class Trainer:
             if self.world > 1:
                 dist.all_reduce(stats)  # whole-epoch totals over all ranks
             s_loss, s_correct, s_n = stats.tolist()
+            self._check_diverged(epoch + 1, s_loss, model)
             rec = {"epoch": epoch + 1, "train_loss": s_loss / max(s_n, 1),
                    "train_accuracy": s_correct / max(s_n, 1), "lr": opt.param_groups[0]["lr"],
                    "epoch_seconds": time.perf_counter() - t0}
@@ -244,6 +269,16 @@ class Trainer:
             result.checkpoint = save_checkpoint(self.out_dir / "model.safetensors", spec, model, metrics,
                                                 self.extra)
         return result
+
+    def _check_diverged(self, epoch: int, loss_sum: float, model: SpikingNetwork) -> None:
+        """Stop a diverged run (every rank sees the same reduced loss and the same weights)."""
+        if not math.isfinite(loss_sum):
+            raise DivergedError(f"training diverged in epoch {epoch}: the epoch's training loss is {loss_sum} "
+                                f"(try a lower learning rate, now {self.config.lr}); no checkpoint written")
+        bad = non_finite_report(model.state_dict())
+        if bad:
+            raise DivergedError(f"training diverged in epoch {epoch}: non-finite weights: {'; '.join(bad[:5])} "
+                                f"(try a lower learning rate, now {self.config.lr}); no checkpoint written")
 
     def _write_metrics(self, history):
         if self.out_dir is not None:

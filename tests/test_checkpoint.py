@@ -11,7 +11,8 @@ from safetensors import safe_open
 from safetensors.torch import save as st_save
 
 import snn.atomic
-from snn.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, CheckpointError, load_checkpoint, save_checkpoint
+from snn.checkpoint import (CHECKPOINT_FORMAT, CHECKPOINT_VERSION, DIGEST_KEY, CheckpointError, load_checkpoint,
+                             save_checkpoint, tensor_digest)
 from snn.model import build_model
 from snn.spec import Leaky, Linear, ModelSpec, RLeaky, Synaptic
 
@@ -103,8 +104,9 @@ def test_failed_overwrite_keeps_the_old_checkpoint(saved, monkeypatch):
 
 
 def _rewrite(path, tensors, **meta_changes):
+    """Write `tensors` with valid metadata (digest included) except for `meta_changes` (None: drop the key)."""
     meta = {"format": CHECKPOINT_FORMAT, "format_version": str(CHECKPOINT_VERSION),
-            "spec": small_spec().to_json(), "metrics": "{}", "extra": "{}"}
+            "spec": small_spec().to_json(), "metrics": "{}", "extra": "{}", DIGEST_KEY: tensor_digest(tensors)}
     meta.update(meta_changes)
     meta = {k: v for k, v in meta.items() if v is not None}
     path.write_bytes(st_save(tensors, metadata=meta))
@@ -174,7 +176,18 @@ def test_invalid_spec_in_metadata(tmp_path):
     with pytest.raises(CheckpointError, match="invalid spec.*beta"):
         load_checkpoint(path)
     _rewrite(path, sd, spec=None)
-    with pytest.raises(CheckpointError, match="invalid spec"):
+    with pytest.raises(CheckpointError, match=r"s.safetensors: checkpoint has no model spec \(metadata key 'spec' "
+                                              r"is missing\)$"):
+        load_checkpoint(path)
+
+
+def test_damaged_metadata_key_is_refused_not_read_as_an_old_checkpoint(tmp_path):
+    """A flipped byte in the digest's key name must not turn a checkpoint into a digest-less
+    'old' one that loads with only a warning."""
+    path = tmp_path / "k.safetensors"
+    sd = build_model(small_spec()).state_dict()
+    _rewrite(path, sd, **{DIGEST_KEY: None, "tensor_sha25f": tensor_digest(sd)})
+    with pytest.raises(CheckpointError, match=r"unknown metadata key\(s\) \['tensor_sha25f'\]"):
         load_checkpoint(path)
 
 

@@ -5,13 +5,16 @@ from __future__ import annotations
 import gzip
 import struct
 import sys
+import tracemalloc
 import types
+import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+import snn.data.idx as idx_module
 from snn.data import (
     FASHION_MNIST_DEBIAN_DIR,
     IDX_FILE_STEMS,
@@ -137,6 +140,98 @@ def test_corrupt_files_raise_value_error_naming_file(tmp_path: Path, case: str) 
 def test_missing_idx_file_is_file_not_found(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
         read_idx(tmp_path / "nope")
+
+
+def test_more_dims_than_numpy_supports_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "dims255.idx"
+    path.write_bytes(_idx_bytes(0x08, (1,) * 255, b"\x07"))
+    with pytest.raises(IdxFormatError, match=r"header declares 255 dimensions, numpy .* arrays have at most") as info:
+        read_idx(path)
+    assert str(info.value).startswith(f"{path}: ")
+
+
+def _peak_bytes_of(fn) -> tuple[int, BaseException | None]:
+    """(peak traced allocation in bytes, the exception raised) while running fn()."""
+    tracemalloc.start()
+    try:
+        fn()
+    except Exception as exc:  # returned for the caller to check
+        error = exc
+    else:
+        error = None
+    finally:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    return peak, error
+
+
+def _gzip_zeros(header: bytes, zero_bytes: int) -> bytes:
+    """A gzip stream of `header` followed by `zero_bytes` zeros (about 1000:1 compression)."""
+    z = zlib.compressobj(9, zlib.DEFLATED, 31)  # wbits 31: gzip container
+    chunk = bytes(1 << 20)
+    parts = [z.compress(header)] + [z.compress(chunk) for _ in range(zero_bytes >> 20)]
+    return b"".join(parts + [z.flush()])
+
+
+def test_gzip_bomb_header_is_refused_before_decompressing(tmp_path: Path) -> None:
+    """A 32 KiB file whose header claims 2 GiB and whose stream expands to 32 MiB of zeros: refused
+    from the header with the size and the limit, allocating (almost) nothing."""
+    path = tmp_path / "train-images-idx3-ubyte.gz"
+    path.write_bytes(_gzip_zeros(_idx_bytes(0x08, (2**31 - 1,), b""), 32 << 20))
+    assert path.stat().st_size < 64 << 10
+    peak, error = _peak_bytes_of(lambda: read_idx(path))
+    assert isinstance(error, IdxFormatError)
+    assert str(error) == (
+        f"{path} (after gzip decompression): header declares dims (2147483647,) of uint8, 2147483647 bytes "
+        f"(2.0 GiB), more than the limit of 1073741824 bytes (1.0 GiB) (pass max_bytes= to read_idx to allow more)")
+    assert peak < 1 << 20, f"peak {peak} bytes"
+
+
+def test_gzip_stream_going_on_after_the_payload_is_refused_without_reading_it_all(tmp_path: Path) -> None:
+    """The header declares 6 bytes, the stream then expands to 64 MiB of zeros: 'trailing bytes',
+    counted up to 1 MiB, not decompressed to the end."""
+    path = tmp_path / "bomb.gz"
+    path.write_bytes(_gzip_zeros(_idx_bytes(0x08, (2, 3), b""), 64 << 20))
+    peak, error = _peak_bytes_of(lambda: read_idx(path))
+    assert isinstance(error, IdxFormatError)
+    assert str(error) == (f"{path} (after gzip decompression): more than 1048576 trailing bytes after the 6 "
+                          f"data bytes that dims (2, 3) of uint8 announce")
+    assert peak < 8 << 20, f"peak {peak} bytes"
+
+
+def test_truncated_plain_file_claiming_a_large_array_is_refused_before_allocating(tmp_path: Path) -> None:
+    path = tmp_path / "big-claim"
+    path.write_bytes(_idx_bytes(0x0D, (128, 1024, 1024), bytes(16)))  # 512 MiB declared, 16 bytes present
+    peak, error = _peak_bytes_of(lambda: read_idx(path))
+    assert isinstance(error, IdxFormatError) and str(error).startswith(f"{path}: truncated data")
+    assert peak < 1 << 20, f"peak {peak} bytes"
+
+
+def test_max_bytes_limit_and_expected_shape(tmp_path: Path) -> None:
+    path = tmp_path / "a.idx.gz"
+    write_idx(path, np.arange(100, dtype=np.int16).reshape(4, 25))  # 200 payload bytes
+    np.testing.assert_array_equal(read_idx(path, max_bytes=200), np.arange(100).reshape(4, 25))
+    with pytest.raises(IdxFormatError, match=r"200 bytes, more than the limit of 199 bytes") as info:
+        read_idx(path, max_bytes=199)
+    assert str(path) in str(info.value)
+    assert read_idx(path, expected_shape=(None, 25)).shape == (4, 25)
+    for shape, shown in (((None, 24), "[N, 24]"), ((None,), "[N]"), ((4, 25, None), "[4, 25, N]")):
+        with pytest.raises(IdxFormatError) as info:
+            read_idx(path, expected_shape=shape)
+        assert str(info.value) == f"{path} (after gzip decompression): header declares shape [4, 25], expected {shown}"
+    assert idx_module.DEFAULT_MAX_BYTES == 1 << 30
+
+
+def test_payload_is_read_in_chunks_byte_exact(tmp_path: Path, monkeypatch) -> None:
+    """Payloads spanning several read chunks, big-endian multi-byte types, both containers."""
+    monkeypatch.setattr(idx_module, "_CHUNK", 7)
+    array = np.arange(-50, 50, dtype=np.float64).reshape(10, 10) / 3
+    for name in ("c.idx", "c.idx.gz"):
+        write_idx(tmp_path / name, array)
+        np.testing.assert_array_equal(read_idx(tmp_path / name), array)
+    (tmp_path / "t.gz").write_bytes(gzip.compress((tmp_path / "c.idx").read_bytes() + bytes(3)))
+    with pytest.raises(IdxFormatError, match="3 trailing bytes after the 800 data bytes"):
+        read_idx(tmp_path / "t.gz")
 
 
 # ----------------------------------------------------------------------------- IDX datasets
@@ -265,8 +360,10 @@ def test_wrong_image_shape_is_value_error(tmp_path: Path) -> None:
     arrays = _tiny_arrays()
     arrays["train_x"] = arrays["train_x"][:, :27, :]
     _write_tiny(tmp_path, arrays)
-    with pytest.raises(ValueError, match=r"uint8 images \[N, 28, 28\]"):
+    # refused from the header, before the images are read
+    with pytest.raises(IdxFormatError, match=r"header declares shape \[20, 27, 28\], expected \[N, 28, 28\]") as info:
         load_dataset("mnist", data_dir=tmp_path)
+    assert str(tmp_path / IDX_FILE_STEMS["train_x"]) in str(info.value)
 
 
 def test_corrupt_dataset_file_names_it(tmp_path: Path) -> None:

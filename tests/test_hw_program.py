@@ -190,3 +190,56 @@ def test_xylo_max_spikes_is_record_byte_9():
     bad[48 + 9] = 0
     with pytest.raises(ProgramError, match=r"max_spikes must be in \[1, 15\]"):
         Program.from_bytes(_restamp(bad))
+
+
+def test_refusals_name_their_rule_of_the_table():
+    """ProgramError.rule is the id in docs/program_format.md "Validation" (the firmware names the
+    same one, tests/test_program_corpus.py); the message ends with it."""
+    blob = small_program().to_bytes()
+
+    def rule_of(b, **kw):
+        with pytest.raises(ProgramError) as e:
+            Program.from_bytes(b, **kw)
+        assert str(e.value).endswith(f"(rule {e.value.rule})")
+        assert e.value.check == int(e.value.rule.split(".")[0])
+        return e.value.rule
+
+    assert rule_of(blob[:47]) == "1.1"
+    assert rule_of(blob[:60]) == "3.1"
+    assert rule_of(b"ELF\x7f" + blob[4:]) == "1.2"
+    assert rule_of(blob, expected_profile="xylo") == "5.1"
+    v2 = bytearray(blob)
+    struct.pack_into("<H", v2, 4, 2)
+    assert rule_of(_restamp(v2)) == "2.1"
+    assert rule_of(blob[:12] + bytes(4) + blob[16:]) == "4.1"
+    for off, value, rule in ((22, 0, "8.2"), (24, 0, "8.3"), (16, 9, "6.2"), (20, 2, "7.2")):
+        bad = bytearray(blob)
+        bad[off:off + 2] = struct.pack("<H", value)
+        if off == 24:
+            bad[24:28] = bytes(4)
+        assert rule_of(_restamp(bad)) == rule, (off, value)
+    for name, rule in ((b"\xe9", "5.3"), (b"ab\0c", "5.3")):
+        bad = bytearray(blob)
+        bad[32:48] = name.ljust(16, b"\0")
+        assert rule_of(_restamp(bad)) == rule
+
+
+def test_constructed_programs_are_checked_with_the_same_rules():
+    layer = small_program().layers[1]
+    one = LayerProgram("leaky", "zero", 0, np.array([[4, 5]]), np.array([0]), np.array([9]), np.array([4096]))
+    for kwargs, rule in (({"num_steps": 0}, "8.2"), ({"dt_ns": 0}, "8.3"), ({"name": "caf\u00e9"}, "5.3"),
+                         ({"name": "a" * 17}, "5.3")):
+        with pytest.raises(ProgramError) as e:
+            Program("mcu", (one,), **kwargs)
+        assert e.value.rule == rule, kwargs
+    with pytest.raises(ProgramError) as e:
+        Program("mcu", (one, layer))
+    assert e.value.rule == "7.1"  # layer 1 (fan-in 2) after a layer of 1 neuron
+
+
+def test_program_error_keeps_its_rule_through_pickle():
+    import pickle
+    e = pickle.loads(pickle.dumps(ProgramError("num_steps=0", "8.2")))
+    assert (e.rule, e.check, str(e)) == ("8.2", 8, "num_steps=0 (rule 8.2)")
+    plain = pickle.loads(pickle.dumps(ProgramError("no rule")))
+    assert (plain.rule, plain.check, str(plain)) == (None, None, "no rule")

@@ -110,6 +110,32 @@ def test_receiver_resyncs_after_garbage_and_overflow():
         assert f.payload == b"hi"
 
 
+def _raw_frame(payload: bytes) -> bytes:
+    """A CRC-correct raw frame built by hand (Frame refuses payloads above the protocol limit)."""
+    head = struct.pack("<BBHH", 1, 0x02, 9, len(payload) & 0xFFFF) + payload
+    return head + struct.pack("<I", zlib.crc32(head))
+
+
+@pytest.mark.parametrize("n", [1025, 1027, 1029])
+def test_receiver_refuses_payload_above_its_max_payload_within_cobs_slack(n):
+    """Zero-heavy frames of max_payload+1..+5 bytes fit the COBS-sized receive buffer; the receiver
+    must refuse them on the decoded size (the firmware's defect of issue 12, host side)."""
+    wire = cobs_encode(_raw_frame(bytes(n))) + b"\x00"
+    rx = FrameReceiver(max_payload=1024)
+    assert len(wire) - 1 <= rx.max_wire          # gets past the wire-length check
+    (e,) = rx.feed(wire)
+    assert isinstance(e, FrameError) and e.kind == "overflow" and "max_payload 1024" in str(e)
+    (f,) = rx.feed(Frame(1, 2, 10, bytes(1024)).encode())  # the limit itself still arrives
+    assert isinstance(f, Frame) and len(f.payload) == 1024
+
+
+def test_receiver_refuses_payload_above_protocol_limit_as_frame_error():
+    (e,) = FrameReceiver().feed(cobs_encode(_raw_frame(bytes(4100))) + b"\x00")
+    assert isinstance(e, FrameError) and e.kind == "overflow"
+    with pytest.raises(ValueError, match="max_payload"):
+        FrameReceiver(max_payload=8)
+
+
 def test_parse_raw_length_and_crc():
     raw = Frame(1, 1, 1, b"abc").raw()
     with pytest.raises(FrameError, match="runt"):

@@ -352,3 +352,33 @@ def test_beta_tau_conversion():
         beta_from_tau(0.0, 1e-3)
     with pytest.raises(ValueError, match="beta"):
         tau_from_beta(1.0, 1e-3)
+
+
+# --------------------------------------------------------------------------- resource limits
+
+
+@pytest.mark.parametrize("layers, input_shape", [
+    ((Flatten(), Linear(48, 9), Leaky(per_neuron=True), Linear(9, 4, bias=False), RLeaky(all_to_all=True)), (3, 4, 4)),
+    ((Conv2d(2, 3, 3, padding=1), Synaptic(alpha=(0.5,) * 48, per_neuron=False), AvgPool2d(2), Flatten(),
+      Linear(12, 5), RLeaky(all_to_all=False, V=(0.5, 1.0, -1.0, 2.0, 0.0))), (2, 4, 4)),
+    ((MaxPool2d(1), Flatten(), Linear(32, 6), RLeaky(all_to_all=False, per_neuron=True)), (2, 4, 4)),
+])
+def test_parameter_shapes_match_the_built_model(layers, input_shape):
+    """The sizes the limits and the memory estimate use are those snnTorch builds (state dict)."""
+    from snn.model import build_model
+    from snn.spec import estimate_memory
+
+    spec = ModelSpec(layers=layers, input_shape=input_shape)
+    sd = build_model(spec).state_dict()
+    shapes = spec.shapes()
+    expected_total = 0
+    for i, layer in enumerate(spec.layers):
+        p = layer.parameter_shapes(spec.input_shape if i == 0 else shapes[i - 1], shapes[i])
+        for name, shape in p.items():
+            assert tuple(sd[f"layers.{i}.{name}"].shape) == shape, (i, name)
+        # snnTorch's fixed buffers, and element-wise RLeaky's second name for V, are not parameters
+        own = {k for k in sd if k.startswith(f"layers.{i}.")
+               and not k.endswith(("graded_spikes_factor", "reset_mechanism_val", "recurrent.V"))}
+        assert own == {f"layers.{i}.{n}" for n in p}, i
+        expected_total += sum(math.prod(s) for s in p.values())
+    assert sum(m.num_bytes for m in estimate_memory(spec)) == 4 * expected_total

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from experiments.args import bound_numbers, set_type, torch_device
 from experiments.continual.bench import add_arguments, report
 from experiments.continual.bench import run as run_benchmark
 
@@ -10,6 +11,10 @@ def register(sub) -> None:
     p = sub.add_parser("continual", help="continual learning: HLOP, GPM, EWC, fine-tuning, multitask on "
                                          "permuted/split benchmarks")
     add_arguments(p)
+    # the benchmark's parser is shared with `python -m experiments.continual.bench`; the CLI adds
+    # the ranges of experiments.args and the device check
+    bound_numbers(p)
+    set_type(p, "--device", torch_device)
     p.set_defaults(func=run)
 
 

@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+from experiments.args import add_number
 from experiments.commands.train import add_dataset_args, fit_inputs, load_data
 from experiments.output import add_json_flag, emit
 from snn.atomic import write_text_atomic
@@ -19,13 +20,13 @@ from snn.training import EVAL_SEED
 def register(sub) -> None:
     p = sub.add_parser("crosscheck", help="compare a checkpoint's snnTorch simulation with a Brian2 reference")
     p.add_argument("checkpoint")
-    p.add_argument("--samples", type=int, default=10, help="number of test samples to simulate (default 10)")
-    p.add_argument("--first-sample", type=int, default=0, help="index of the first test sample")
+    add_number(p, "--samples", default=10, help="number of test samples to simulate (default 10)")
+    add_number(p, "--first-sample", default=0, help="index of the first test sample")
     p.add_argument("--target", default="numpy", choices=TARGETS, help="Brian2 code generation target")
     p.add_argument("--dtype", default="float64", choices=["float64", "float32"],
                    help="snnTorch precision (Brian2 always runs float64)")
-    p.add_argument("--seed", type=int, default=EVAL_SEED, help="input encoding seed")
-    p.add_argument("--plot-sample", type=int, default=0, help="which of the simulated samples to plot")
+    add_number(p, "--seed", default=EVAL_SEED, help="input encoding seed")
+    add_number(p, "--plot-sample", default=0, help="which of the simulated samples to plot (< --samples)")
     p.add_argument("--cache-dir", default=None, help="compiled-code cache (default $SPIKELOOP_BRIAN2_CACHE "
                                                      "or ~/.cache/spikeloop/brian2)")
     p.add_argument("--out", default="runs/crosscheck", help="folder for crosscheck.json and crosscheck.png")
@@ -36,8 +37,9 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    if args.samples < 1:
-        raise ValueError(f"--samples must be >= 1, got {args.samples}")
+    if args.plot_sample >= args.samples:  # checked before the slow simulation, not after it
+        raise ValueError(f"--plot-sample {args.plot_sample} is not one of the {args.samples} simulated "
+                         f"samples (0 .. {args.samples - 1})")
     t0 = time.perf_counter()
     ckpt = load_checkpoint(args.checkpoint)
     args.dataset = args.dataset or ckpt.extra.get("dataset", "digits")

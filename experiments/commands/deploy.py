@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from experiments.args import add_number
 from experiments.commands.train import add_dataset_args, fit_inputs, load_data
 from experiments.output import add_json_flag, emit
 from snn.checkpoint import load_checkpoint
@@ -17,11 +18,11 @@ def register(sub) -> None:
     p.add_argument("checkpoint")
     p.add_argument("--device", default="sim", help="device URI: sim, sim:cuda, emulator, serial:///dev/ttyACM0?baud=...")
     p.add_argument("--profile", default="mcu", help="chip profile: mcu, loihi, xylo")
-    p.add_argument("--max-spikes", type=int, default=1, help="xylo: spikes per neuron per step (1..15)")
+    add_number(p, "--max-spikes", default=1, help="xylo: spikes per neuron per step")
     add_dataset_args(p)
     p.set_defaults(dataset=None)
-    p.add_argument("--batch-size", type=int, default=256, help="samples per Device.run call")
-    p.add_argument("--seed", type=int, default=EVAL_SEED, help="input encoding seed")
+    add_number(p, "--batch-size", default=256, help="samples per Device.run call")
+    add_number(p, "--seed", default=EVAL_SEED, help="input encoding seed")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--plot", default=None, help="write a PNG: device vs float output spike counts, per-layer errors")
     add_json_flag(p)

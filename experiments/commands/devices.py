@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from experiments.args import add_number
 from experiments.output import add_json_flag, emit
 
 
@@ -12,8 +13,8 @@ def register(sub) -> None:
     p.add_argument("--emulator", action="store_true",
                    help="also start the emulator firmware on a pty and probe it")
     p.add_argument("--no-probe", action="store_true", help="only list ports, send nothing")
-    p.add_argument("--baud", type=int, default=115200, help="baud rate for probing (default 115200)")
-    p.add_argument("--timeout-s", type=float, default=0.3, help="HELLO answer timeout per try")
+    add_number(p, "--baud", default=115200, help="baud rate for probing (default 115200)")
+    add_number(p, "--timeout-s", default=0.3, help="HELLO answer timeout per try")
     add_json_flag(p)
     p.set_defaults(func=run)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+from experiments.args import add_number
 from experiments.commands.train import add_dataset_args, fit_inputs, load_data
 from experiments.output import add_json_flag, emit
 from snn.checkpoint import load_checkpoint
@@ -16,7 +17,7 @@ def register(sub) -> None:
     p.add_argument("checkpoint")
     add_dataset_args(p)
     p.set_defaults(dataset=None)
-    p.add_argument("--seed", type=int, default=EVAL_SEED, help="input encoding seed")
+    add_number(p, "--seed", default=EVAL_SEED, help="input encoding seed")
     add_json_flag(p)
     p.set_defaults(func=run)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from experiments.args import add_number
 from experiments.output import add_json_flag, emit
 from snn.checkpoint import load_checkpoint
 
@@ -13,7 +14,7 @@ def register(sub) -> None:
     p.add_argument("checkpoint")
     p.add_argument("--format", choices=["program", "nir"], default="program")
     p.add_argument("--profile", default="mcu", help="chip profile for --format program (mcu, loihi, xylo)")
-    p.add_argument("--max-spikes", type=int, default=1, help="xylo: spikes per neuron per step (1..15)")
+    add_number(p, "--max-spikes", default=1, help="xylo: spikes per neuron per step")
     p.add_argument("--out", required=True, help="output file (.slpg program; .nir/.h5 NIR graph)")
     add_json_flag(p)
     p.set_defaults(func=run)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from experiments.args import add_number
 from experiments.commands import deploy as deploy_cmd
 from experiments.commands import train as train_cmd
 from experiments.output import add_json_flag, emit
@@ -35,12 +36,12 @@ def register(sub) -> None:
     p.add_argument("--out", default="runs/main", help="output folder (checkpoint, program, plots, report)")
     p.add_argument("--checkpoint", default=None, help="use this checkpoint instead of training")
     p.add_argument("--retrain", action="store_true", help="train even if OUT/model.safetensors exists")
-    p.add_argument("--epochs", type=int, default=None, help="training epochs (default: spikeloop train's)")
-    p.add_argument("--hidden", type=int, default=None, help="hidden neurons of the fc preset")
-    p.add_argument("--num-steps", type=int, default=None, help="time steps T")
-    p.add_argument("--max-train", type=int, default=None, help="use at most N training samples")
-    p.add_argument("--max-test", type=int, default=None, help="evaluate on at most N test samples")
-    p.add_argument("--crosscheck-samples", type=int, default=8, help="test samples simulated in Brian2")
+    add_number(p, "--epochs", default=None, help="training epochs (default: spikeloop train's)")
+    add_number(p, "--hidden", default=None, help="hidden neurons of the fc preset")
+    add_number(p, "--num-steps", default=None, help="time steps T")
+    add_number(p, "--max-train", default=None, help="use at most N training samples")
+    add_number(p, "--max-test", default=None, help="evaluate on at most N test samples")
+    add_number(p, "--crosscheck-samples", default=8, help="test samples simulated in Brian2")
     p.add_argument("--target", default="numpy", help="Brian2 target: numpy, cython or cpp_standalone")
     p.add_argument("--no-progress", action="store_true")
     add_json_flag(p)
@@ -70,7 +71,7 @@ def stage_train(args, out: Path) -> tuple[dict, object, object]:
     """Train, or reuse a checkpoint: returns (summary, Checkpoint, DatasetSplits)."""
     targs = _train_args(args)
     data = train_cmd.load_data(targs)
-    ckpt_path = Path(args.checkpoint) if args.checkpoint else out / "model.safetensors"
+    ckpt_path = Path(args.checkpoint) if args.checkpoint is not None else out / "model.safetensors"
     reuse = args.checkpoint is not None or (ckpt_path.exists() and not args.retrain)
     if reuse:
         ckpt = load_checkpoint(ckpt_path)
@@ -149,7 +150,7 @@ def run(args) -> int:
     t = time.perf_counter()
     stages["train"], ckpt, data = stage_train(args, out)
     seconds["train"] = time.perf_counter() - t
-    if args.max_test and len(data.test_y) > args.max_test:
+    if args.max_test is not None and len(data.test_y) > args.max_test:
         from snn.data import subset
         data = subset(data, max_test=args.max_test, seed=0)
     t = time.perf_counter()

@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from experiments.args import add_number, torch_device
 from experiments.output import add_json_flag, emit
 from experiments.plots import learning_curves, spike_raster
 from snn.atomic import write_text_atomic
@@ -26,19 +27,20 @@ def register(sub) -> None:
     p = sub.add_parser("train", help="train a spiking network with surrogate gradients")
     add_dataset_args(p)
     p.add_argument("--model", default="fc", help=f"preset ({', '.join(PRESETS)}) or a spec file (.json/.toml)")
-    p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=5e-3)
+    add_number(p, "--epochs", default=20)
+    add_number(p, "--batch-size", default=32)
+    add_number(p, "--lr", default=5e-3)
     p.add_argument("--loss", default="ce_count", choices=["ce_rate", "ce_count", "mse_count"])
-    p.add_argument("--num-steps", type=int, default=None, help="time steps T (presets; default 25)")
-    p.add_argument("--hidden", type=int, default=None, help="hidden neurons of the fc preset (default 256)")
+    add_number(p, "--num-steps", default=None, help="time steps T (presets; default 25)")
+    add_number(p, "--hidden", default=None, help="hidden neurons of the fc preset (default 256)")
     p.add_argument("--encoder", default=None, choices=PRESET_ENCODERS,
                    help="input encoding of a preset: rate (Bernoulli spikes, the default) or direct "
                         "(analog currents; such a model trains but cannot be deployed or cross-checked)")
-    p.add_argument("--patience", type=int, default=None, help="early stop after N epochs without val gain")
-    p.add_argument("--val-fraction", type=float, default=0.1)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: CUDA when present)")
+    add_number(p, "--patience", default=None, help="early stop after N epochs without val gain")
+    add_number(p, "--val-fraction", default=0.1, help="share of the training set held out (0: none)")
+    add_number(p, "--seed", default=0)
+    p.add_argument("--device", default=None, type=torch_device,
+                   help="cpu, cuda, cuda:1 ... (default: CUDA when present)")
     p.add_argument("--out", default="runs/train", help="output folder")
     p.add_argument("--no-progress", action="store_true")
     add_json_flag(p)
@@ -49,17 +51,17 @@ def add_dataset_args(p) -> None:
     p.add_argument("--dataset", default="digits", help="digits (embedded), fashion-mnist or mnist")
     p.add_argument("--data-dir", default=None, help="folder with IDX files (fashion-mnist, mnist)")
     p.add_argument("--download", action="store_true", help="mnist: download with torchvision if missing")
-    p.add_argument("--max-train", type=int, default=None, help="use at most N training samples (stratified)")
-    p.add_argument("--max-test", type=int, default=None, help="use at most N test samples (stratified)")
+    add_number(p, "--max-train", default=None, help="use at most N training samples (stratified)")
+    add_number(p, "--max-test", default=None, help="use at most N test samples (stratified)")
 
 
 def load_data(args):
     data = load_dataset(args.dataset, data_dir=args.data_dir, download=getattr(args, "download", False))
     # two calls: the test subset must not depend on --max-train, so that `spikeloop eval CKPT
     # --max-test N` sees the same test samples as the training run did
-    if args.max_test:
+    if args.max_test is not None:
         data = subset(data, max_test=args.max_test, seed=0)
-    if args.max_train:
+    if args.max_train is not None:
         data = subset(data, max_train=args.max_train, seed=0)
     return data
 
@@ -67,18 +69,22 @@ def load_data(args):
 def make_spec(args, data):
     if args.model in PRESETS:
         kw = {}
-        if args.num_steps:
+        if args.num_steps is not None:
             kw["num_steps"] = args.num_steps
-        if args.hidden and args.model == "fc":
+        if args.hidden is not None:
+            if args.model != "fc":
+                raise ValueError(f"--hidden applies to the fc preset, not to {args.model!r}")
             kw["hidden"] = args.hidden
-        if args.encoder:
+        if args.encoder is not None:
             kw["encoder"] = PRESET_ENCODERS[args.encoder]
         return preset(args.model, data.input_shape, data.num_classes, **kw)
-    if args.encoder:
-        raise ValueError(f"--encoder applies to the presets ({', '.join(PRESETS)}); the spec file "
-                         f"{args.model} sets its own encoder")
     if not Path(args.model).exists() and Path(args.model).suffix not in (".json", ".toml"):
         preset(args.model, data.input_shape, data.num_classes)  # raises: unknown preset, names the known ones
+    given = [flag for flag, v in (("--num-steps", args.num_steps), ("--hidden", args.hidden),
+                                  ("--encoder", args.encoder)) if v is not None]
+    if given:
+        raise ValueError(f"{', '.join(given)} {'applies' if len(given) == 1 else 'apply'} to the presets "
+                         f"({', '.join(PRESETS)}); the spec file {args.model} sets its own")
     spec = load_spec(args.model)
     if spec.input_shape != tuple(data.input_shape) and spec.input_shape != (int(torch.tensor(data.input_shape).prod()),):
         raise ValueError(f"spec input_shape {spec.input_shape} does not fit dataset {args.dataset} "

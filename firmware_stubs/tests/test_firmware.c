@@ -50,7 +50,7 @@ static void board_init(void)
 }
 
 /* Send one request frame; decode the first response frame into *resp (payload copied to rbuf). */
-static uint8_t g_resp_payload[SL_MAX_PAYLOAD];
+static uint8_t g_resp_payload[SL_MAX_WIRE]; /* larger than any payload the board may send */
 static int request(uint8_t version, uint8_t type, uint16_t seq, const uint8_t *payload, size_t len,
                    sl_frame *resp)
 {
@@ -328,6 +328,208 @@ static void test_rx_resync_and_overflow(void)
     CHECK_EQ(frames, 1);
 }
 
+
+/* ---- frames above the payload limit (the receive buffer holds a few more decoded bytes) -------- */
+
+/* Payload bytes beyond SL_MAX_PAYLOAD that a zero-filled frame can carry and still fit the receive
+ * buffer (COBS needs one code byte per 254 bytes in the worst case, one in all for zeros): 5. */
+#define RX_SLACK (SL_MAX_RAW / 254u + 1u)
+
+/* A raw frame (header, `len` copies of `fill`, CRC) built by hand from docs/protocol.md, section 1
+ * — not with sl_frame_encode, which refuses nothing below the protocol's 4096 bytes. */
+static size_t raw_frame(uint8_t *raw, uint8_t type, uint16_t seq, size_t len, uint8_t fill)
+{
+    raw[0] = 1;
+    raw[1] = type;
+    sl_put_u16(raw + 2, seq);
+    sl_put_u16(raw + 4, (uint16_t)len);
+    memset(raw + 6, fill, len);
+    sl_put_u32(raw + 6 + len, sl_crc32_update(0, raw, 6 + len));
+    return 10 + len;
+}
+
+static void test_rx_refuses_payload_above_max(void)
+{
+    /* Zero payloads cost COBS one byte in all, so frames of up to SL_MAX_PAYLOAD + RX_SLACK payload
+     * bytes fit the receive buffer; all of them above SL_MAX_PAYLOAD must be dropped as OVERFLOW. */
+    static uint8_t raw[SL_MAX_RAW + 16], enc[SL_MAX_WIRE + 32];
+    size_t len, n, k, i;
+    sl_frame f;
+    sl_rx rx;
+    for (len = SL_MAX_PAYLOAD - 1; len <= SL_MAX_PAYLOAD + RX_SLACK; len++) {
+        sl_rx_event ev = SL_RX_NONE;
+        sl_bytes part;
+        n = raw_frame(raw, SL_MSG_PING, 3, len, 0);
+        part.data = raw;
+        part.len = n;
+        CHECK_EQ(sl_cobs_encode(&part, 1, enc, sizeof enc, &k), SL_OK);
+        CHECK(k <= sizeof rx.buf); /* reaches the decoder, not the wire-length overflow */
+        enc[k++] = 0;
+        sl_rx_init(&rx);
+        for (i = 0; i < k; i++)
+            ev = sl_rx_push(&rx, enc[i], &f);
+        CHECK_EQ(ev, len <= SL_MAX_PAYLOAD ? SL_RX_FRAME : SL_RX_OVERFLOW);
+        if (ev == SL_RX_FRAME)
+            CHECK_EQ(f.len, len);
+        CHECK_EQ(sl_frame_parse(raw, n, &f), len <= SL_MAX_PAYLOAD ? SL_OK : SL_ERR_OVERFLOW);
+    }
+}
+
+/* Feed wire bytes; decode every frame the board sends (payloads copied). Returns the number of
+ * frames, or -1 when the output holds bytes that are not an intact frame. */
+#define MAX_OUT_FRAMES 4
+static uint8_t g_out_payload[MAX_OUT_FRAMES][SL_MAX_WIRE];
+static int exchange(const uint8_t *wire, size_t n, sl_frame *out)
+{
+    static sl_rx rx;
+    size_t i;
+    int frames = 0;
+    g_sink.len = 0;
+    if (sl_proto_feed(&g_ctx, wire, n) != SL_OK)
+        return -2;
+    sl_rx_init(&rx);
+    for (i = 0; i < g_sink.len; i++) {
+        sl_frame f;
+        sl_rx_event ev = sl_rx_push(&rx, g_sink.buf[i], &f);
+        if (ev == SL_RX_NONE)
+            continue;
+        if (ev != SL_RX_FRAME || frames == MAX_OUT_FRAMES)
+            return -1;
+        memcpy(g_out_payload[frames], f.payload, f.len);
+        f.payload = g_out_payload[frames];
+        out[frames++] = f;
+    }
+    return rx.len == 0 ? frames : -1;
+}
+
+static size_t wire_frame(uint8_t *wire, size_t cap, uint8_t type, uint16_t seq, size_t len,
+                         uint8_t fill)
+{
+    static uint8_t raw[SL_MAX_WIRE + 64];
+    size_t k = 0;
+    sl_bytes part;
+    part.data = raw;
+    part.len = raw_frame(raw, type, seq, len, fill);
+    if (sl_cobs_encode(&part, 1, wire, cap - 1, &k) != SL_OK)
+        return 0;
+    wire[k++] = 0;
+    return k;
+}
+
+static int canary_intact(void)
+{
+    size_t i;
+    for (i = 0; i < sizeof g_ctx.bitmap; i++)
+        if (g_ctx.bitmap[i] != 0xA5)
+            return 0;
+    return 1;
+}
+
+static int is_overflow_nack(const sl_frame *f)
+{
+    return f->type == SL_MSG_ERROR && f->seq == SL_SEQ_NACK && f->len >= 6 &&
+           f->payload[0] == SL_ERR_OVERFLOW;
+}
+
+static void test_oversize_ping_is_refused_and_writes_nothing(void)
+{
+    /* PINGs of 1024..1029 zero bytes: 1024 is echoed; 1025..1029 get one OVERFLOW NACK each, and
+     * nothing is written past ctx->payload (bitmap, the next field, keeps its canary). */
+    static uint8_t wire[SL_MAX_WIRE + 64];
+    sl_frame r[MAX_OUT_FRAMES];
+    size_t len, n;
+    board_init();
+    memset(g_ctx.bitmap, 0xA5, sizeof g_ctx.bitmap);
+    for (len = SL_MAX_PAYLOAD; len <= SL_MAX_PAYLOAD + RX_SLACK; len++) {
+        int got;
+        n = wire_frame(wire, sizeof wire, SL_MSG_PING, (uint16_t)len, len, 0);
+        CHECK(n > 0 && n <= sizeof g_ctx.rx.buf + 1);
+        got = exchange(wire, n, r);
+        CHECK_EQ(got, 1);
+        if (got != 1)
+            continue;
+        if (len <= SL_MAX_PAYLOAD) {
+            CHECK_EQ(r[0].type, 0x82);
+            CHECK_EQ(r[0].len, len);
+        } else {
+            CHECK(is_overflow_nack(&r[0]));
+            CHECK(r[0].len <= SL_MAX_PAYLOAD);
+        }
+        CHECK(canary_intact());
+    }
+    CHECK(sizeof g_ctx.payload == SL_MAX_PAYLOAD);
+}
+
+static void test_retransmission_after_oversize_frame(void)
+{
+    /* A request, an oversize frame, then the request again: the board must send the remembered
+     * response byte for byte (not a cache the oversize frame overwrote), and the next request
+     * must be answered normally. */
+    static uint8_t wire[SL_MAX_WIRE + 64], first[256];
+    sl_frame r[MAX_OUT_FRAMES];
+    size_t n, first_len, big;
+    static const uint8_t ping[] = "hello";
+    board_init();
+    CHECK_EQ(sl_frame_encode(1, SL_MSG_PING, 7, ping, 5, wire, sizeof wire, &n), SL_OK);
+    CHECK_EQ(exchange(wire, n, r), 1);
+    CHECK_EQ(r[0].type, 0x82);
+    first_len = g_sink.len;
+    memcpy(first, g_sink.buf, first_len);
+    for (big = SL_MAX_PAYLOAD + 1; big <= SL_MAX_PAYLOAD + RX_SLACK; big++) {
+        size_t m = wire_frame(wire, sizeof wire, SL_MSG_PING, 8, big, 0);
+        CHECK(exchange(wire, m, r) == 1 && is_overflow_nack(&r[0]));
+        CHECK_EQ(sl_frame_encode(1, SL_MSG_PING, 7, ping, 5, wire, sizeof wire, &n), SL_OK);
+        CHECK_EQ(exchange(wire, n, r), 1);
+        CHECK_EQ(g_sink.len, first_len);
+        CHECK(memcmp(g_sink.buf, first, first_len) == 0);
+    }
+    CHECK_EQ(sl_frame_encode(1, SL_MSG_PING, 9, (const uint8_t *)"next", 4, wire, sizeof wire, &n),
+             SL_OK);
+    CHECK_EQ(exchange(wire, n, r), 1);
+    CHECK_EQ(r[0].type, 0x82);
+    CHECK_EQ(r[0].seq, 9);
+    CHECK_EQ(r[0].len, 4);
+    CHECK(memcmp(r[0].payload, "next", 4) == 0);
+}
+
+static void test_every_payload_length_up_to_rx_buffer(void)
+{
+    /* PING payloads of every length 0 .. sizeof(rx.buf) + 8, zero bytes (least COBS overhead) and
+     * 0x5A bytes (most): exactly one answer each, a PONG echo up to SL_MAX_PAYLOAD and an OVERFLOW
+     * NACK above; a retransmission gets the same bytes again. */
+    static uint8_t wire[SL_MAX_WIRE + 64], first[SL_MAX_WIRE + 64];
+    sl_frame r[MAX_OUT_FRAMES];
+    size_t len, n, i, first_len, bad = 0;
+    int fill;
+    board_init();
+    memset(g_ctx.bitmap, 0xA5, sizeof g_ctx.bitmap);
+    for (fill = 0; fill < 2; fill++)
+        for (len = 0; len <= sizeof g_ctx.rx.buf + 8; len++) {
+            uint8_t b = fill ? 0x5A : 0x00;
+            int ok;
+            n = wire_frame(wire, sizeof wire, SL_MSG_PING, (uint16_t)(len + 1), len, b);
+            if (exchange(wire, n, r) != 1) {
+                bad++;
+                continue;
+            }
+            first_len = g_sink.len;
+            memcpy(first, g_sink.buf, first_len);
+            if (len <= SL_MAX_PAYLOAD) {
+                ok = r[0].type == 0x82 && r[0].seq == len + 1 && r[0].len == len;
+                for (i = 0; ok && i < len; i++)
+                    ok = r[0].payload[i] == b;
+            } else {
+                ok = is_overflow_nack(&r[0]);
+            }
+            bad += !ok;
+            if (exchange(wire, n, r) != 1 || g_sink.len != first_len ||
+                memcmp(g_sink.buf, first, first_len) != 0)
+                bad++;
+        }
+    CHECK_EQ(bad, 0);
+    CHECK(canary_intact());
+}
+
 /* ---- neuron core ------------------------------------------------------------------------------- */
 
 static void test_decay_rounding(void)
@@ -548,6 +750,66 @@ static void test_program_checks(void)
         blob[48 + 16 + 6] = 9;
         refresh_crc(blob);
         CHECK_EQ(parse_detail(blob, n, &st), SL_PCHECK_PROFILE);
+    }
+}
+
+/* The rule id a refusal names: the first word of the message ("6.7 layer 0: ..."). */
+static int refused_with(const uint8_t *blob, size_t n, sl_status code, const char *rule)
+{
+    static sl_program p;
+    sl_diag d;
+    size_t k = strlen(rule);
+    sl_diag_clear(&d);
+    return sl_program_parse(blob, n, &p, &d) == code && d.detail == rule[0] - '0' &&
+           d.msg_len > k && memcmp(d.msg, rule, k) == 0 && d.msg[k] == ' ';
+}
+
+static void test_program_header_rules(void)
+{
+    /* The rules the firmware once skipped (Python refused these blobs, the board ran them), and
+     * the rule ids in the messages (docs/program_format.md "Validation"). */
+    static const int8_t w[] = {1};
+    static const int32_t b[] = {0}, thr[] = {1};
+    static const uint16_t d[] = {0};
+    static uint8_t big[SL_MAX_PROGRAM_BYTES + 4];
+    layer_def L = {1, 0, 0, 0, 1, 1, w, b, thr, d, 0, 0, 0};
+    uint8_t blob[128], copy[128];
+    size_t n = build_program(blob, &L, 1);
+    sl_status st;
+
+    CHECK_EQ(parse_detail(blob, n, &st), 0);
+    memcpy(copy, blob, n); sl_put_u16(copy + 22, 0); refresh_crc(copy); /* num_steps */
+    CHECK(refused_with(copy, n, SL_ERR_BAD_PROGRAM, "8.2"));
+    memcpy(copy, blob, n); sl_put_u16(copy + 22, 1); refresh_crc(copy);
+    CHECK_EQ(parse_detail(copy, n, &st), 0);
+    memcpy(copy, blob, n); sl_put_u32(copy + 24, 0); refresh_crc(copy); /* dt_ns */
+    CHECK(refused_with(copy, n, SL_ERR_BAD_PROGRAM, "8.3"));
+    memcpy(copy, blob, n); memcpy(copy + 32, "ABCDEFGHIJKLMNO\x7f", 16); refresh_crc(copy);
+    CHECK_EQ(parse_detail(copy, n, &st), 0); /* 16 characters, no NUL: valid */
+    memcpy(copy, blob, n); copy[32] = 0x80; refresh_crc(copy);
+    CHECK(refused_with(copy, n, SL_ERR_BAD_PROGRAM, "5.3"));
+    memcpy(copy, blob, n); memcpy(copy + 32, "ab\0c", 4); refresh_crc(copy);
+    CHECK(refused_with(copy, n, SL_ERR_BAD_PROGRAM, "5.3"));
+    memcpy(copy, blob, n); copy[47] = 'x'; refresh_crc(copy); /* "test", NULs, then 'x' */
+    CHECK(refused_with(copy, n, SL_ERR_BAD_PROGRAM, "5.3"));
+    memcpy(copy, blob, n); copy[48 + 9] = 1; refresh_crc(copy); /* max_spikes */
+    CHECK(refused_with(copy, n, SL_ERR_BAD_PROGRAM, "5.4"));
+    memcpy(copy, blob, n); copy[48 + 11] = 1; refresh_crc(copy); /* record reserved */
+    CHECK(refused_with(copy, n, SL_ERR_BAD_PROGRAM, "5.5"));
+    memcpy(copy, blob, n); copy[48 + 3] = SL_MAX_SHIFT + 1; refresh_crc(copy);
+    CHECK(refused_with(copy, n, SL_ERR_BAD_PROGRAM, "8.7"));
+    CHECK(refused_with(blob, n - 4, SL_ERR_BAD_PROGRAM, "3.1"));
+    /* total_size above the board's program memory: rule 8.1, PROGRAM_TOO_LARGE with the limit. */
+    memcpy(big, blob, 48);
+    sl_put_u32(big + 8, sizeof big);
+    refresh_crc(big);
+    {
+        static sl_program p;
+        sl_diag dg;
+        sl_diag_clear(&dg);
+        CHECK(refused_with(big, sizeof big, SL_ERR_PROGRAM_TOO_LARGE, "8.1"));
+        CHECK_EQ(sl_program_parse(big, sizeof big, &p, &dg), SL_ERR_PROGRAM_TOO_LARGE);
+        CHECK_EQ(dg.value, SL_MAX_PROGRAM_BYTES);
     }
 }
 
@@ -816,6 +1078,10 @@ int main(void)
     RUN_TEST(test_cobs_rejects);
     RUN_TEST(test_frame_roundtrip_and_corruption);
     RUN_TEST(test_rx_resync_and_overflow);
+    RUN_TEST(test_rx_refuses_payload_above_max);
+    RUN_TEST(test_oversize_ping_is_refused_and_writes_nothing);
+    RUN_TEST(test_retransmission_after_oversize_frame);
+    RUN_TEST(test_every_payload_length_up_to_rx_buffer);
     RUN_TEST(test_decay_rounding);
     RUN_TEST(test_core_leaky_subtract_and_zero);
     RUN_TEST(test_core_negative_and_threshold_equality);
@@ -824,6 +1090,7 @@ int main(void)
     RUN_TEST(test_core_saturation);
     RUN_TEST(test_core_two_layers_same_step);
     RUN_TEST(test_program_checks);
+    RUN_TEST(test_program_header_rules);
     RUN_TEST(test_program_too_many_neurons);
     RUN_TEST(test_hello_ping_unknown_version);
     RUN_TEST(test_load_run_and_duplicates);

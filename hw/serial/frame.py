@@ -65,10 +65,15 @@ class Frame:
         return cobs_encode(self.raw()) + b"\x00"
 
 
-def parse_raw(raw: bytes) -> Frame:
-    """A COBS-decoded frame -> `Frame`; `FrameError` (bad_framing/bad_crc) when damaged."""
+def parse_raw(raw: bytes, max_payload: int = MAX_PAYLOAD) -> Frame:
+    """A COBS-decoded frame -> `Frame`; `FrameError` when damaged (bad_framing, bad_crc) or when its
+    payload would exceed `max_payload` (overflow; checked on the decoded size, as the firmware does,
+    since COBS slack lets a few bytes more than max_payload fit the receive buffer)."""
     if len(raw) < HEADER_BYTES + CRC_BYTES:
         raise FrameError("bad_framing", f"runt frame of {len(raw)} bytes")
+    if len(raw) > HEADER_BYTES + max_payload + CRC_BYTES:
+        raise FrameError("overflow", f"frame of {len(raw) - HEADER_BYTES - CRC_BYTES} payload bytes, "
+                                     f"above max_payload {max_payload}")
     version, mtype, seq, length = HEADER.unpack_from(raw, 0)
     if length + HEADER_BYTES + CRC_BYTES != len(raw):
         raise FrameError("bad_crc", f"length field {length} does not match the {len(raw)}-byte frame")
@@ -95,6 +100,9 @@ class FrameReceiver:
     More than `max_wire` bytes without a delimiter are dropped up to the next 0x00 (overflow)."""
 
     def __init__(self, max_payload: int = MAX_PAYLOAD):
+        if not MIN_BOARD_PAYLOAD <= max_payload <= MAX_PAYLOAD:
+            raise ValueError(f"max_payload must be in [{MIN_BOARD_PAYLOAD}, {MAX_PAYLOAD}], got {max_payload}")
+        self.max_payload = max_payload
         self.max_wire = max_wire_bytes(max_payload)
         self._buf = bytearray()
         self._overflow = False
@@ -123,7 +131,7 @@ class FrameReceiver:
             wire = bytes(self._buf)
             self._buf.clear()
             try:
-                events.append(parse_raw(cobs_decode(wire)))
+                events.append(parse_raw(cobs_decode(wire), self.max_payload))
             except CobsError as e:
                 events.append(FrameError("bad_framing", str(e)))
             except FrameError as e:

@@ -204,9 +204,10 @@ def _download_with_torchvision(data_dir: Path, class_name: str, name: str) -> No
 def _read_idx_pair(
     spec: DatasetSpec, x_path: Path, y_path: Path
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    images = read_idx(x_path)
-    labels = read_idx(y_path)
     c, h, w = spec.input_shape
+    # the shapes are checked against the headers before the payloads are read
+    images = read_idx(x_path, expected_shape=(None, h, w))
+    labels = read_idx(y_path, expected_shape=(None,))
     if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != (h, w):
         raise ValueError(
             f"{spec.name}: {x_path} must hold uint8 images [N, {h}, {w}], "
