@@ -151,3 +151,36 @@ def test_max_spikes_option():
     assert [l.max_spikes for l in compile_model(s, sd, "mcu", max_spikes=15).layers] == [0, 0]
     with pytest.raises(CompileError, match=r"max_spikes must be in \[1, 15\]"):
         compile_model(s, sd, "xylo", max_spikes=16)
+
+
+def test_scale_levels_snap_down_to_equal_count_groups():
+    from hw.compiler import scale_levels
+    s = np.array([6.0, 1.0, 5.0, 2.0, 4.0, 3.0])
+    assert scale_levels(s, 2).tolist() == [4.0, 1.0, 4.0, 1.0, 4.0, 1.0]   # groups {1,2,3}, {4,5,6}
+    assert scale_levels(s, 6).tolist() == s.tolist()                      # few enough: unchanged
+    rng = np.random.default_rng(1)
+    s = rng.uniform(1, 9, 200)
+    out = scale_levels(s, 8)
+    assert len(np.unique(out)) == 8 and (out <= s).all()                   # never clips more
+
+
+def _ones_state(spec):
+    sd = build_model(spec).state_dict()
+    sd["layers.0.weight"] = torch.ones_like(sd["layers.0.weight"])
+    return sd
+
+
+def test_loihi_exponent_keeps_the_summed_input_inside_lavas_int32():
+    """2100 inputs of weight 127: at weight exponent 7 the input (Σ w) << 7 << 6 reaches 2^31, where
+    Lava's int32 wraps; the compiler lowers the exponent to 6 (a low threshold would pick 7)."""
+    from snn.spec import Leaky, Linear, ModelSpec
+    spec = ModelSpec(layers=(Linear(2100, 1, bias=False), Leaky(beta=0.9, threshold=0.01, reset="zero")),
+                     input_shape=(2100,), num_steps=2)
+    prog = compile_model(spec, _ones_state(spec), "loihi")
+    (layer,) = prog.layers
+    assert int(layer.weights.astype(np.int64).sum()) == 2100 * 127
+    assert layer.w_shift == 6 and (2100 * 127) << (6 + 6) < 2 ** 31 <= (2100 * 127) << (7 + 6)
+    spec2 = ModelSpec(layers=(Linear(4096, 1, bias=False), Leaky(beta=0.9, threshold=0.01, reset="zero")),
+                      input_shape=(4096,), num_steps=2)
+    prog2 = compile_model(spec2, _ones_state(spec2), "loihi")
+    assert (4096 * 127) << (prog2.layers[0].w_shift + 6) < 2 ** 31

@@ -1,0 +1,6 @@
+"""Vendor simulators as external checks of the device arithmetic (docs/vendor_checks.md).
+
+`lava_env` creates the Python 3.10 side venv with lava-nc, `lava_runner` is the script that venv runs,
+`lava` maps a `loihi` program onto it and aligns its traces with the `sim` device's. Nothing here
+imports a vendor package into spikeloop's own environment.
+"""

@@ -1,0 +1,325 @@
+"""Run a `loihi` program on Lava (lava-nc 0.10.0, `Loihi1SimCfg(select_tag="fixed_pt")`) and compare.
+
+    from hw.vendor.lava import run_on_lava, compare_with_sim
+    res = run_on_lava(program, spikes)          # spikes: [T, B, N_in] {0, 1}
+    report = compare_with_sim(program, spikes, res)   # per layer and step; report.identical
+
+The program is mapped onto Lava's processes (`lava_layers`, docs/fixed_point.md "Running a loihi
+program on Lava"), written to an .npz, run by `hw/vendor/lava_runner.py` in the side venv
+(`hw/vendor/lava_env.py`) as a subprocess, and Lava's traces are shifted back by Lava's one step of
+delay per layer so that step t of every layer lines up with step t of the `sim` device.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..device import as_program
+from ..profiles import get_profile
+from ..program import Program
+from .lava_env import ensure_lava_env
+
+from .lava_runner import RESULT_FORMAT, RUN_FORMAT  # the runner imports only numpy at module level
+
+RUNNER = Path(__file__).with_name("lava_runner.py")
+LAVA_DU_LEAKY = 4095     # du + ds_offset(1) = 4096: the current keeps nothing of the previous step
+INT32_LIMIT = 2 ** 31    # Lava computes a << 6 in int32; spikeloop in int64 (equal while |a << 6| < 2**31)
+
+
+class LavaRunError(RuntimeError):
+    """The Lava runner failed; the message has its stderr."""
+
+
+def split_bias(b: np.ndarray, mant_bits: int = 13, max_exp: int = 7) -> tuple[np.ndarray, np.ndarray]:
+    """b [N] int -> (bias_mant, bias_exp) with bias_mant << bias_exp == b, the smallest such exp and
+    |bias_mant| < 2**(mant_bits - 1). ValueError naming the first bias that has none."""
+    m_max = 2 ** (mant_bits - 1) - 1
+    mant = np.zeros(len(b), dtype=np.int64)
+    exp = np.zeros(len(b), dtype=np.int64)
+    for i, v in enumerate(int(x) for x in b):
+        for e in range(max_exp + 1):
+            if v % (1 << e) == 0 and abs(v >> e) <= m_max:
+                mant[i], exp[i] = v >> e, e
+                break
+        else:
+            raise ValueError(f"bias[{i}] = {v} is not mant << exp with |mant| <= {m_max}, exp <= {max_exp}")
+    return mant, exp
+
+
+@dataclass(frozen=True)
+class LavaLayer:
+    """One program layer as Lava's processes take it.
+
+    weights: int32 [N, M] = 2·W (Lava's bit-accurate Dense keeps mixed-sign weights as even values in
+    [-256, 254]); weight_exp = w_shift − 1; bias_mant, bias_exp: [N]; du: 4095 (leaky);
+    group: [N] index of the LIF process holding each neuron; vth, dv: [G] per LIF process."""
+
+    weights: np.ndarray
+    weight_exp: int
+    bias_mant: np.ndarray
+    bias_exp: np.ndarray
+    du: int
+    group: np.ndarray
+    vth: np.ndarray
+    dv: np.ndarray
+    int32_overflow_possible: bool
+
+    def arrays(self, prefix: str) -> dict:
+        return {prefix + "weights": self.weights.astype(np.int32), prefix + "weight_exp": self.weight_exp,
+                prefix + "bias_mant": self.bias_mant.astype(np.int32),
+                prefix + "bias_exp": self.bias_exp.astype(np.int32), prefix + "du": self.du,
+                prefix + "group": self.group.astype(np.int32), prefix + "vth": self.vth.astype(np.int32),
+                prefix + "dv": self.dv.astype(np.int32)}
+
+
+def lava_layers(program: Program) -> list[LavaLayer]:
+    """The Lava parameters of each layer of a `loihi` program (ValueError for other programs)."""
+    if program.profile != "loihi":
+        raise ValueError(f"Lava runs loihi programs only, this one is for profile {program.profile!r}")
+    prof = get_profile("loihi")
+    out = []
+    for k, layer in enumerate(program.layers):
+        if layer.neuron_type != "leaky" or layer.reset != "zero":
+            raise ValueError(f"layer {k}: Lava's LIF maps leaky/zero layers only, got "
+                             f"{layer.neuron_type}/{layer.reset}")
+        mant, exp = split_bias(layer.bias, prof.bias_mant_bits, prof.max_bias_exp)
+        # One LIF process per distinct (threshold, dv): Lava's LIF holds both as one scalar.
+        pairs = np.stack([layer.threshold.astype(np.int64), layer.decay_mem.astype(np.int64)], axis=1)
+        uniq, group = np.unique(pairs, axis=0, return_inverse=True)
+        w = layer.weights.astype(np.int64)
+        # the largest |a << 6| any input can give: Lava holds it in int32, spikeloop in int64
+        reach = np.maximum(w.clip(min=0).sum(axis=1), (-w).clip(min=0).sum(axis=1)) << (int(layer.w_shift) + 6)
+        out.append(LavaLayer(weights=2 * w, weight_exp=int(layer.w_shift) - 1, bias_mant=mant, bias_exp=exp,
+                             du=LAVA_DU_LEAKY, group=group.reshape(-1), vth=uniq[:, 0], dv=uniq[:, 1],
+                             int32_overflow_possible=bool(reach.max() >= INT32_LIMIT)))
+    return out
+
+
+def _spikes_np(spikes, n_in: int) -> np.ndarray:
+    a = spikes.detach().cpu().numpy() if hasattr(spikes, "detach") else np.asarray(spikes)
+    if a.ndim != 3 or a.shape[2] != n_in or a.shape[0] < 1 or a.shape[1] < 1:
+        raise ValueError(f"spikes must be [T, B, {n_in}] (the program's inputs), got {list(a.shape)}")
+    if not np.isin(a, (0, 1)).all():
+        raise ValueError("spikes must be 0 or 1")
+    return a.astype(np.uint8)
+
+
+MAX_LIF_PER_LAYER = 16  # each LIF process is an OS process stepping in lock-step (~0.6 ms per step each)
+
+
+def program_jobs(jobs, max_lif_per_layer: int = MAX_LIF_PER_LAYER) -> list[tuple[list[LavaLayer], np.ndarray]]:
+    """[(program, spikes [T, B, N_in])] -> [(lava_layers(program), spikes as uint8 numpy)]; ValueError
+    for a layer needing more than `max_lif_per_layer` LIF processes (distinct (threshold, dv) pairs)."""
+    out = []
+    for j, (prog, spikes) in enumerate(jobs):
+        prog = as_program(prog)
+        layers = lava_layers(prog)
+        for k, L in enumerate(layers):
+            if len(L.vth) > max_lif_per_layer:
+                raise ValueError(f"program {j} layer {k}: {len(L.vth)} distinct (threshold, decay_mem) pairs need "
+                                 f"{len(L.vth)} Lava LIF processes (Lava's LIF holds one vth and one dv), more "
+                                 f"than max_lif_per_layer={max_lif_per_layer}; compile with one threshold per layer "
+                                 f"(docs/fixed_point.md, Running a loihi program on Lava)")
+        out.append((layers, _spikes_np(spikes, prog.num_inputs)))
+    return out
+
+
+def run_lava_layers(nets, record_u: bool = True, reset: str = "set", gap_steps: int = 0,
+                    python: str | Path | None = None, workdir: str | Path | None = None,
+                    timeout_s: float = 3600, keep_raw: bool = False) -> list[dict]:
+    """Run [(list of LavaLayer, spikes [T, B, N_in] uint8)] in one runner call; see `run_on_lava`.
+
+    keep_raw: also return each layer's unshifted traces in Lava time under "raw" ({layer:
+    {"spikes"|"v"|"u": [B, W, N]}}, W = T + L + gap_steps Lava steps per sample)."""
+    data = {"format": np.array(RUN_FORMAT), "num_networks": len(nets), "record_u": record_u,
+            "reset": np.array(reset)}
+    for i, (layers, x) in enumerate(nets):
+        data[f"n{i}_input"] = x
+        data[f"n{i}_steps_per_sample"] = x.shape[0] + len(layers) + int(gap_steps)
+        data[f"n{i}_num_layers"] = len(layers)
+        for k, L in enumerate(layers):
+            data.update(L.arrays(f"n{i}_l{k}_"))
+    if python is None:
+        python = ensure_lava_env().python
+    with tempfile.TemporaryDirectory(prefix="spikeloop-lava-", dir=workdir) as tmp:
+        inp, outp = Path(tmp) / "in.npz", Path(tmp) / "out.npz"
+        np.savez(inp, **data)
+        t0 = time.perf_counter()
+        # -I: the runner's folder must not be on sys.path (this module would shadow the lava package)
+        proc = subprocess.run([str(python), "-I", str(RUNNER), str(inp), str(outp)], capture_output=True, text=True,
+                              timeout=timeout_s, stdin=subprocess.DEVNULL)
+        wall_s = time.perf_counter() - t0
+        if proc.returncode != 0 or not outp.exists():
+            raise LavaRunError(f"lava_runner exited {proc.returncode}:\n{proc.stderr.strip()[-4000:]}")
+        with np.load(outp, allow_pickle=False) as f:
+            got = {k: f[k] for k in f.files}
+    if str(got["format"]) != RESULT_FORMAT:
+        raise LavaRunError(f"lava_runner wrote format {str(got['format'])!r}, expected {RESULT_FORMAT!r}")
+    meta = json.loads(str(got["meta"]))
+    meta["runner_wall_s"] = round(wall_s, 3)
+    results = []
+    for i, (layers, x) in enumerate(nets):
+        T = x.shape[0]
+        res = {"layer_spikes": {}, "membranes": {}, "currents": {} if record_u else None,
+               "lava_steps": {}, "int32_overflow_possible": [L.int32_overflow_possible for L in layers],
+               "meta": {k: v for k, v in meta.items() if k != "networks"} | meta["networks"][i]}
+        if keep_raw:
+            res["raw"] = {}
+        for k in range(len(layers)):
+            # Layer k (0-based) runs step t (0-based) of the sample at Lava step t + k + 1 (0-based):
+            # every Dense, the input's included, delivers its sum one step late.
+            lag = k + 1
+            res["lava_steps"][k] = lag
+            for key, name in (("layer_spikes", "spikes"), ("membranes", "v"), ("currents", "u")):
+                if res[key] is None:
+                    continue
+                a = got[f"n{i}_l{k}_{name}"]           # [B, W, N] in Lava time
+                res[key][k] = np.ascontiguousarray(a[:, lag:lag + T].transpose(1, 0, 2))  # [T, B, N]
+                if keep_raw:
+                    res["raw"].setdefault(k, {})[name] = a
+        res["output_spikes"] = res["layer_spikes"][len(layers) - 1]
+        results.append(res)
+    return results
+
+
+def run_many_on_lava(jobs, max_lif_per_layer: int = MAX_LIF_PER_LAYER, **kwargs) -> list[dict]:
+    """`run_on_lava` for several (program, spikes) pairs in one runner call (one Lava import; each
+    network is still its own Lava runtime, built once for all its samples). One result per pair.
+
+    record_u: record the current u too. reset: how the runner separates samples ("set": u, v set to 0
+    when each layer starts, the only exact way; "gap": nothing but `gap_steps` extra steps of zero
+    input, for measuring). python: the side venv's python (default: `ensure_lava_env()`, which
+    creates the venv when missing). max_lif_per_layer: refuse programs needing more LIF processes."""
+    return run_lava_layers(program_jobs(jobs, max_lif_per_layer), **kwargs)
+
+
+def run_on_lava(program: Program | bytes, spikes, **kwargs) -> dict:
+    """Run a `loihi` program on Lava's bit-accurate models; traces aligned with the `sim` device.
+
+    spikes: [T, B, N_in] {0, 1} (torch or numpy). Returns a dict of numpy arrays:
+    output_spikes [T, B, N_out] uint8; layer_spikes, membranes (v after the step, int32) and
+    currents (u, int32; None unless record_u) as {layer index: [T, B, N]}; lava_steps {layer: lag in
+    Lava steps}; int32_overflow_possible [L] (where Lava's int32 current could differ from the
+    int64 rule); meta (lava-nc/numpy/python versions, processes, seconds).
+    Keyword arguments: see `run_many_on_lava`."""
+    return run_many_on_lava([(program, spikes)], **kwargs)[0]
+
+
+# ------------------------------------------------------------------------------------ comparison
+
+@dataclass
+class LayerDiff:
+    """Agreement of one layer between `sim` and Lava over [T, B, N].
+
+    mismatches: {"spikes"|"v"|"u": number of differing values}; steps: {field: [T] differing values
+    per step}; first: the first difference (step, sample, neuron, field, sim value, lava value) in
+    step order, or None."""
+
+    layer: int
+    n: int
+    sim_spikes: int
+    lava_spikes: int
+    mismatches: dict
+    steps: dict
+    first: dict | None = None
+
+    @property
+    def identical(self) -> bool:
+        return not any(self.mismatches.values())
+
+    def to_dict(self) -> dict:
+        return {"layer": self.layer, "n": self.n, "sim_spikes": self.sim_spikes, "lava_spikes": self.lava_spikes,
+                "identical": self.identical, "mismatches": dict(self.mismatches),
+                "mismatching_steps": {k: [int(t) for t in np.flatnonzero(v)] for k, v in self.steps.items()},
+                "first": self.first}
+
+
+@dataclass
+class LavaComparison:
+    """`compare_with_sim`'s report: one `LayerDiff` per layer."""
+
+    layers: list[LayerDiff] = field(default_factory=list)
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def identical(self) -> bool:
+        return all(l.identical for l in self.layers)
+
+    def to_dict(self) -> dict:
+        return {"identical": self.identical, "layers": [l.to_dict() for l in self.layers], "meta": self.meta}
+
+    def summary(self) -> str:
+        parts = []
+        for l in self.layers:
+            if l.identical:
+                parts.append(f"layer {l.layer}: identical ({l.sim_spikes} spikes)")
+            else:
+                f = l.first
+                parts.append(f"layer {l.layer}: {l.mismatches} differ, first at step {f['step']} sample "
+                             f"{f['sample']} neuron {f['neuron']} {f['field']}: sim {f['sim']} lava {f['lava']}")
+        return "; ".join(parts)
+
+
+def sim_traces(program: Program, spikes) -> dict:
+    """The `sim` device's probe of `program` on spikes [T, B, N_in]: layer_spikes and membranes
+    {layer: [T, B, N] numpy} and currents {layer: [T, B, N]} (the loihi current u of each step,
+    recomputed from the layer's input with the same step function)."""
+    import torch
+
+    from .. import fixed_point as fxp
+    from ..device import open_device
+
+    x = torch.as_tensor(_spikes_np(spikes, program.num_inputs))
+    with open_device("sim", profile=program.profile) as dev:
+        dev.load(program)
+        run = dev.run(x, probe=True)
+    out = {"layer_spikes": {k: v.numpy() for k, v in run.layer_spikes.items()},
+           "membranes": {k: v.numpy() for k, v in run.membranes.items()}, "currents": {}}
+    h = x.to(torch.float32)
+    drive, step = fxp.arithmetic(program.profile)
+    for k, layer in enumerate(program.layers):
+        p = fxp.layer_params(layer, "cpu")
+        T, B = h.shape[:2]
+        a = fxp.exact_dot(h.reshape(T * B, -1), p.weights_t_shifted, 1).reshape(T, B, -1)
+        zero = fxp.init_state(B, layer.num_neurons, "cpu")
+        # leaky: du + 1 = 4096 forgets the previous current, so u depends on this step's input only
+        out["currents"][k] = np.stack([step(drive(a[t], p), zero, p)[1].i.numpy() for t in range(T)])
+        h = run.layer_spikes[k].to(torch.float32)
+    return out
+
+
+def _diff(layer: int, sim: dict, lava: dict) -> LayerDiff:
+    fields = [("spikes", "layer_spikes"), ("v", "membranes")]
+    if lava.get("currents") is not None:
+        fields.append(("u", "currents"))
+    mism, steps, first = {}, {}, None
+    for name, key in fields:
+        a = np.asarray(sim[key][layer], dtype=np.int64)
+        b = np.asarray(lava[key][layer], dtype=np.int64)
+        if a.shape != b.shape:
+            raise ValueError(f"layer {layer} {name}: sim shape {a.shape}, lava shape {b.shape}")
+        bad = a != b
+        mism[name] = int(bad.sum())
+        steps[name] = bad.reshape(bad.shape[0], -1).sum(axis=1)
+        if mism[name]:
+            t, s, n = (int(i) for i in np.argwhere(bad)[0])
+            if first is None or t < first["step"]:
+                first = {"step": t, "sample": s, "neuron": n, "field": name, "sim": int(a[t, s, n]),
+                         "lava": int(b[t, s, n])}
+    n = np.asarray(sim["layer_spikes"][layer]).shape[2]
+    return LayerDiff(layer, n, int(np.asarray(sim["layer_spikes"][layer]).sum()),
+                     int(np.asarray(lava["layer_spikes"][layer]).sum()), mism, steps, first)
+
+
+def compare_with_sim(program: Program, spikes, lava_result: dict, sim: dict | None = None) -> LavaComparison:
+    """Compare Lava's aligned traces with the `sim` device's, per layer and step (spikes, v, u)."""
+    sim = sim if sim is not None else sim_traces(program, spikes)
+    return LavaComparison([_diff(k, sim, lava_result) for k in range(len(program.layers))],
+                          dict(lava_result.get("meta", {})))
