@@ -4,7 +4,8 @@ Layout: the safetensors tensors are the model's state dict; the header metadata 
 `format` = "spikeloop-checkpoint", `format_version`, `spec` (JSON), `metrics` (JSON), `extra`
 (JSON) and `tensor_sha256`. Loading never executes code from the file.
 
-Integrity: `tensor_sha256` is the SHA-256 (hex) of a canonical serialization of the tensors
+Integrity: `metadata_sha256` is the SHA-256 of the other metadata values (`metadata_digest`: the
+spec, metrics and extra, so a flipped byte in the spec is caught as well), and `tensor_sha256` is the SHA-256 (hex) of a canonical serialization of the tensors
 (`tensor_digest`): for each tensor in sorted name order, the UTF-8 line
 "<name>\n<dtype>\n<comma-separated shape>\n<byte count>\n" followed by its raw little-endian
 bytes in C order, after the prefix line "spikeloop-tensors-v1\n". `load_checkpoint` recomputes it
@@ -42,7 +43,9 @@ from .spec import ModelSpec, ResourceLimitError
 CHECKPOINT_FORMAT = "spikeloop-checkpoint"
 CHECKPOINT_VERSION = 1
 DIGEST_KEY = "tensor_sha256"
+METADATA_DIGEST_KEY = "metadata_sha256"
 _DIGEST_PREFIX = b"spikeloop-tensors-v1\n"
+_METADATA_DIGEST_PREFIX = b"spikeloop-metadata-v1\n"
 
 
 class CheckpointError(ValueError):
@@ -62,6 +65,16 @@ def tensor_digest(tensors: Mapping[str, torch.Tensor]) -> str:
         shape = ",".join(str(d) for d in t.shape)
         h.update(f"{name}\n{str(t.dtype).removeprefix('torch.')}\n{shape}\n{raw.numel()}\n".encode())
         h.update(raw.numpy())
+    return h.hexdigest()
+
+
+def metadata_digest(meta: Mapping[str, str]) -> str:
+    """SHA-256 hex digest of the metadata other than the two digests: after the prefix line
+    "spikeloop-metadata-v1\n", for each key in sorted order "<key>\n<byte count>\n<UTF-8 value>"."""
+    h = hashlib.sha256(_METADATA_DIGEST_PREFIX)
+    for key in sorted(set(meta) - {DIGEST_KEY, METADATA_DIGEST_KEY}):
+        value = str(meta[key]).encode()
+        h.update(f"{key}\n{len(value)}\n".encode() + value)
     return h.hexdigest()
 
 
@@ -112,6 +125,7 @@ def checkpoint_bytes(spec: ModelSpec, model_or_state: SpikingNetwork | dict, met
         "extra": json.dumps(extra or {}),
         DIGEST_KEY: tensor_digest(tensors),
     }
+    meta[METADATA_DIGEST_KEY] = metadata_digest(meta)
     return st_save(tensors, metadata=meta)
 
 
@@ -121,7 +135,7 @@ def save_checkpoint(path: str | Path, spec: ModelSpec, model_or_state: SpikingNe
     return write_bytes_atomic(path, checkpoint_bytes(spec, model_or_state, metrics, extra))
 
 
-METADATA_KEYS = frozenset({"format", "format_version", "spec", "metrics", "extra", DIGEST_KEY})
+METADATA_KEYS = frozenset({"format", "format_version", "spec", "metrics", "extra", DIGEST_KEY, METADATA_DIGEST_KEY})
 
 
 def _read_header_metadata(data: bytes, path: Path) -> dict:
@@ -163,7 +177,14 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         warnings.warn(f"{path}: checkpoint has no tensor digest ({DIGEST_KEY}; written by an older spikeloop), "
                       "so corrupted weights cannot be detected; save it again to add one",
                       CheckpointWarning, stacklevel=2)
+        if METADATA_DIGEST_KEY in meta:
+            raise CheckpointError(f"{path}: corrupt checkpoint header: {METADATA_DIGEST_KEY} without {DIGEST_KEY}")
     else:
+        if meta.get(METADATA_DIGEST_KEY) != metadata_digest(meta):
+            raise CheckpointError(f"{path}: corrupt checkpoint header: the metadata (spec, metrics, extra) does "
+                                  f"not match the {METADATA_DIGEST_KEY} recorded when it was saved"
+                                  if METADATA_DIGEST_KEY in meta else
+                                  f"{path}: corrupt checkpoint header: {DIGEST_KEY} without {METADATA_DIGEST_KEY}")
         actual = tensor_digest(tensors)
         if actual != expected:
             raise CheckpointError(f"{path}: corrupt checkpoint data: the tensors' SHA-256 {actual[:16]}... does "

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+pytest_plugins = ["skip_guard"]  # SPIKELOOP_NO_SKIP=1: a skip not marked gpu/serial_hw fails the run
+
 from snn.data import load_dataset
 from snn.presets import fc
 from snn.training import Trainer, TrainConfig

@@ -11,8 +11,8 @@ from safetensors import safe_open
 from safetensors.torch import save as st_save
 
 import snn.atomic
-from snn.checkpoint import (CHECKPOINT_FORMAT, CHECKPOINT_VERSION, DIGEST_KEY, CheckpointError, load_checkpoint,
-                             save_checkpoint, tensor_digest)
+from snn.checkpoint import (CHECKPOINT_FORMAT, CHECKPOINT_VERSION, DIGEST_KEY, METADATA_DIGEST_KEY, CheckpointError,
+                             load_checkpoint, metadata_digest, save_checkpoint, tensor_digest)
 from snn.model import build_model
 from snn.spec import Leaky, Linear, ModelSpec, RLeaky, Synaptic
 
@@ -109,6 +109,8 @@ def _rewrite(path, tensors, **meta_changes):
             "spec": small_spec().to_json(), "metrics": "{}", "extra": "{}", DIGEST_KEY: tensor_digest(tensors)}
     meta.update(meta_changes)
     meta = {k: v for k, v in meta.items() if v is not None}
+    if DIGEST_KEY in meta and METADATA_DIGEST_KEY not in meta_changes:
+        meta[METADATA_DIGEST_KEY] = metadata_digest(meta)
     path.write_bytes(st_save(tensors, metadata=meta))
 
 
@@ -189,6 +191,26 @@ def test_damaged_metadata_key_is_refused_not_read_as_an_old_checkpoint(tmp_path)
     _rewrite(path, sd, **{DIGEST_KEY: None, "tensor_sha25f": tensor_digest(sd)})
     with pytest.raises(CheckpointError, match=r"unknown metadata key\(s\) \['tensor_sha25f'\]"):
         load_checkpoint(path)
+
+
+@pytest.mark.parametrize("field, value", [("spec", small_spec().to_json().replace('"name": "', '"name": "x')),
+                                          ("metrics", '{"acc": 0.9}'), ("extra", '{"dataset": "mnist"}')])
+def test_changed_metadata_is_refused_by_the_metadata_digest(tmp_path, field, value):
+    """One flipped byte in the spec (here its name, which still parses) must not load silently."""
+    path = tmp_path / "m.safetensors"
+    sd = build_model(small_spec()).state_dict()
+    _rewrite(path, sd)
+    meta = dict(st_load_meta(path))
+    assert meta[field] != value
+    _rewrite(path, sd, **{field: value, METADATA_DIGEST_KEY: meta[METADATA_DIGEST_KEY]})
+    with pytest.raises(CheckpointError, match=r"metadata \(spec, metrics, extra\) does not match the metadata_sha256"):
+        load_checkpoint(path)
+
+
+def st_load_meta(path):
+    data = path.read_bytes()
+    n = int.from_bytes(data[:8], "little")
+    return json.loads(data[8:8 + n])["__metadata__"]
 
 
 def test_weights_that_do_not_fit_the_spec(tmp_path):

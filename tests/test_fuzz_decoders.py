@@ -206,6 +206,12 @@ def checkpoint_bytes(tmp_path_factory):
 
 
 def _rewrite_header(data: bytes, header: dict) -> bytes:
+    """`data` with its header replaced; the metadata digest is recomputed (when the header keeps one)
+    so that the mutation reaches the spec and metrics parsers behind it."""
+    from snn.checkpoint import METADATA_DIGEST_KEY, metadata_digest
+    meta = header.get("__metadata__", {})
+    if METADATA_DIGEST_KEY in meta:
+        meta[METADATA_DIGEST_KEY] = metadata_digest(meta)
     n = int.from_bytes(data[:8], "little")
     body = data[8 + n:]
     h = json.dumps(header).encode()

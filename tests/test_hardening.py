@@ -85,10 +85,11 @@ def test_checkpoint_save_and_load_refuse_non_finite_weights(tmp_path):
         save_checkpoint(tmp_path / "m.safetensors", spec, sd)
     assert not (tmp_path / "m.safetensors").exists()
     # a file written by another tool, with a valid digest of its (NaN) tensors
-    from snn.checkpoint import tensor_digest
+    from snn.checkpoint import metadata_digest, tensor_digest
     sd = poisoned(spec, "layers.0.weight", nan=3)
     meta = {"format": CHECKPOINT_FORMAT, "format_version": str(CHECKPOINT_VERSION), "spec": spec.to_json(),
             DIGEST_KEY: tensor_digest(sd)}
+    meta["metadata_sha256"] = metadata_digest(meta)
     path = tmp_path / "nan.safetensors"
     path.write_bytes(st_save(sd, metadata=meta))
     with pytest.raises(CheckpointError, match=re.escape(f"{path}: non-finite weights: layers.0.weight has 3 NaN "
