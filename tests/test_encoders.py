@@ -98,6 +98,19 @@ def test_bernoulli_matches_snntorch_rate_with_same_random_source(dtype, gain, of
     assert torch.equal(ref, mine)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("shape", [(3, 5), (7, 1, 8, 8), (1, 784)])
+def test_bernoulli_fast_path_draws_exactly_torch_bernoulli(dtype, shape):
+    """The CPU path (uniforms from torch.rand compared with p) must give the bits torch.bernoulli
+    gives on the time-repeated p, for every dtype, p = 0 and p = 1 included."""
+    x = torch.rand(shape, generator=seeded(5)).to(dtype)
+    x.view(-1)[:2] = torch.tensor([0.0, 1.0], dtype=dtype)
+    p = x.to(torch.float64 if dtype == torch.float64 else torch.float32)
+    ref = torch.bernoulli(p.unsqueeze(0).expand(11, *shape).contiguous(), generator=seeded(9)).to(dtype)
+    mine = E.bernoulli(x, 11, generator=seeded(9))
+    assert mine.dtype == dtype and torch.equal(mine, ref)
+
+
 # ---------------------------------------------------------------- rate: Poisson counts
 
 
