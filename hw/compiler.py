@@ -69,17 +69,19 @@ def plan_stages(spec: ModelSpec, profile: Profile) -> list[Stage]:
             raise CompileError(f"{where}: layer type {layer.type_name!r} has no device representation")
         family = layer.type_name
         if family not in profile.neuron_types:
+            why = profile.unsupported_reasons.get(family)
             raise CompileError(f"{where}: neuron type {family!r} is not supported by profile {profile.name!r} "
-                               f"(supported: {list(profile.neuron_types)})")
+                               f"(supported: {list(profile.neuron_types)})" + (f": {why}" if why else ""))
         if layer.reset not in profile.reset_modes:
             raise CompileError(f"{where}: reset {layer.reset!r} is not supported by profile {profile.name!r} "
                                f"(supported: {list(profile.reset_modes)})")
         n = math.prod(shapes[i])
         fan_in = math.prod(in_shapes[pending]) if pending is not None else math.prod(in_shapes[i])
-        if n > profile.max_neurons_per_layer:
+        # a chip of fixed shape (layer_roles) is checked per role below, with its own limits
+        if n > profile.max_neurons_per_layer and not profile.layer_roles:
             raise CompileError(f"{where}: {n} neurons exceed the profile {profile.name!r} limit "
                                f"max_neurons_per_layer={profile.max_neurons_per_layer}")
-        if fan_in > profile.max_fan_in:
+        if fan_in > profile.max_fan_in and not profile.layer_roles:
             raise CompileError(f"{where}: fan-in {fan_in} exceeds the profile {profile.name!r} limit "
                                f"max_fan_in={profile.max_fan_in}")
         if pending is None and fan_in != n:
@@ -89,6 +91,14 @@ def plan_stages(spec: ModelSpec, profile: Profile) -> list[Stage]:
         pending = None
     if pending is not None:
         raise CompileError(f"layer {pending} (linear): no spiking layer after it")
+    roles = profile.layer_roles
+    if roles and len(stages) != len(roles):
+        raise CompileError(f"{len(stages)} device layers: " + profile.role_violation(0, len(stages), 0, 0, 0))
+    for k, (st, role) in enumerate(zip(stages, roles)):
+        why = profile.role_violation(k, len(roles), st.fan_in, st.num_neurons, role.max_spikes)
+        if why:
+            raise CompileError(f"layer {st.neuron} ({spec.layers[st.neuron].type_name}, the {role.role} layer): "
+                               + why.split(": ", 1)[1])
     if len(stages) > profile.max_layers:
         raise CompileError(f"{len(stages)} device layers exceed the profile {profile.name!r} limit "
                            f"max_layers={profile.max_layers}")
@@ -151,13 +161,13 @@ def _shift_for(profile: Profile, w_q: np.ndarray, bias_f: np.ndarray, thr_f: np.
     """Per-layer left shift: the largest that keeps the profile's state range clear of overflow
     (mcu: |input| and θ below 2^28 of 2^31; xylo: θ below 2^12 of 2^15; loihi: see _compile_loihi)."""
     row = np.abs(w_q.astype(np.int64)).sum(axis=1)
-    cap = {"mcu": 2 ** 28, "xylo": XYLO_THRESHOLD_CAP}[profile.name]
+    cap = {"mcu": 2 ** 28, "xylo-like": XYLO_THRESHOLD_CAP, "xylosim": XYLO_THRESHOLD_CAP}[profile.arithmetic]
     max_shift = min(profile.max_w_shift, 16)
     shift = 0
     for k in range(max_shift + 1):
         K = s * 2 ** k
         big = float((thr_f * K).max())
-        if profile.name == "mcu":
+        if profile.arithmetic == "mcu":
             big = max(big, float((row * 2 ** k + np.abs(bias_f) * K).max()))
         if big <= cap:
             shift = k
@@ -168,10 +178,15 @@ def compile_model(spec: ModelSpec, state_dict: dict, profile: str | Profile, nam
                   max_spikes: int = 1) -> Program:
     """Compile `spec` with trained `state_dict` for `profile` -> Program (with `.report`).
 
-    max_spikes: spikes per neuron per step on multi-spike profiles (xylo, 1..15). The float model
-    emits at most one, so the default 1 configures the chip like the model; larger values let a
-    neuron far above threshold fire several times per step (a different model)."""
+    max_spikes: spikes per neuron per step on xylo-like (1..15). The float model emits at most one,
+    so the default 1 configures the chip like the model; larger values let a neuron far above
+    threshold fire several times per step (a different model). The xylosim profiles (xylo-imu,
+    xylo-audio2) have fixed caps, 31 hidden and 1 readout: there only the default is accepted."""
     prof = get_profile(profile)
+    if prof.layer_roles and max_spikes != 1:
+        raise CompileError(f"profile {prof.name!r} has fixed spike caps ("
+                           + ", ".join(f"{r.role} {r.max_spikes}" for r in prof.layer_roles)
+                           + f"); max_spikes={max_spikes} does not apply")
     # NaN would surface as a misleading int32-range error and Inf as all-zero weights
     require_finite(state_dict, f"cannot compile for profile {prof.name!r}", CompileError)
     require_spike_input(spec, f"profile {prof.name!r}")
@@ -197,7 +212,8 @@ def compile_model(spec: ModelSpec, state_dict: dict, profile: str | Profile, nam
             if rec_b is not None:
                 b = b + rec_b
         try:
-            layer, rep = _compile_stage(prof, lspec, w, b, p, rec_w, where, max_spikes)
+            role = prof.layer_roles[k] if prof.layer_roles else None
+            layer, rep = _compile_stage(prof, lspec, w, b, p, rec_w, where, max_spikes, role)
         except ProgramError as e:
             raise CompileError(str(e)) from None
         rep = {"device_layer": k, "spec_layers": [i for i in (st.linear, st.neuron) if i is not None],
@@ -217,15 +233,17 @@ def compile_model(spec: ModelSpec, state_dict: dict, profile: str | Profile, nam
     return prog
 
 
-def _compile_stage(prof: Profile, lspec, w, b, p, rec_w, where, max_spikes=1):
+def _compile_stage(prof: Profile, lspec, w, b, p, rec_w, where, max_spikes=1, role=None):
     thr_f = p["threshold"]
     beta = p["beta"]
     if (thr_f <= 0).any():
         raise CompileError(f"{where}: thresholds must be positive to compile, got min {thr_f.min():.4g}")
     s = row_scales(w)
-    if prof.name == "loihi":
+    if prof.arithmetic == "loihi":
         return _compile_loihi(prof, lspec, w, b, p, s, where)
-    if prof.name == "xylo":
+    if prof.arithmetic == "xylosim":
+        return _compile_xylosim(prof, lspec, w, b, p, s, where, role)
+    if prof.arithmetic == "xylo-like":
         s = np.minimum(s, XYLO_THRESHOLD_CAP / thr_f)  # keep θ·K inside int16 with headroom
     w_q, clipped = _quantize_int8(w, s[:, None])
     shift = _shift_for(prof, w_q, b, thr_f, s)
@@ -235,7 +253,7 @@ def _compile_stage(prof: Profile, lspec, w, b, p, rec_w, where, max_spikes=1):
     bias_clipped = float(np.mean((bias_q < prof.bias_min) | (bias_q > prof.bias_max)))
     bias_q = np.clip(bias_q, prof.bias_min, prof.bias_max).astype(np.int64)
     thr_q = np.round(thr_f * K)
-    if prof.name == "xylo":
+    if prof.arithmetic == "xylo-like":
         thr_q = thr_q + 1  # Xylo fires on V >= θ; the float model on U > θ: on integers, U > q ⟺ U >= q + 1
     if thr_q.max() > prof.threshold_max:
         raise CompileError(f"{where}: threshold {thr_q.max():.0f} exceeds the profile {prof.name!r} limit "
@@ -277,16 +295,62 @@ def _compile_stage(prof: Profile, lspec, w, b, p, rec_w, where, max_spikes=1):
                                f"{prof.name!r}, got {max_spikes}")
         kw["max_spikes"] = max_spikes
         rep["max_spikes"] = max_spikes
-    if prof.name == "xylo" and lspec.reset == "subtract":
-        notes.append("xylo subtracts the threshold before the next decay (effectively beta*threshold)")
+    if prof.arithmetic == "xylo-like" and lspec.reset == "subtract":
+        notes.append("xylo-like subtracts the threshold before the next decay (effectively beta*threshold)")
     layer = LayerProgram(neuron_type=neuron_type, reset=lspec.reset, w_shift=shift, weights=w_q,
                          bias=bias_q, threshold=thr_q, decay_mem=d_mem, **kw)
     rep = _weight_report(w, w_q, s, clipped) | {
         "w_shift": shift, "scale": _scale_stats(K), "bias_clipped_fraction": bias_clipped,
-        "threshold": _stats(thr_f, (thr_q - (1 if prof.name == "xylo" else 0)) / K),
+        "threshold": _stats(thr_f, (thr_q - (1 if prof.arithmetic == "xylo-like" else 0)) / K),
         "beta": _stats(beta, effective_decay(prof, d_mem))} | rep
     if notes:
         rep["notes"] = notes
+    return layer, rep
+
+
+def _compile_xylosim(prof: Profile, lspec, w, b, p, s, where, role):
+    """xylo-imu / xylo-audio2 (xylosim's arithmetic, docs/fixed_point.md). The current is
+    I[t] = α_e·(I[t−1] + A[t]): xylosim decays the input in the step it arrives, so I = α_e·K·syn for
+    the float current syn when A = K·X, and the membrane's units are K_v = α_e·K: the threshold is
+    round(θ·K_v) + 1 (V >= θ on the chip, U > θ in the float model). dash_syn >= 1: with 0 the
+    current would receive nothing. A Linear bias enters snnTorch's current; the chip adds its bias
+    to V, so it is mapped to its steady-state share of V per step, b·K_v/(1 − α_e) (the transient
+    differs, noted in the report)."""
+    thr_f, beta, alpha = p["threshold"], p["beta"], p["alpha"]
+    s = np.minimum(s, XYLO_THRESHOLD_CAP / thr_f)  # keep θ·K inside int16 with headroom
+    w_q, clipped = _quantize_int8(w, s[:, None])
+    shift = _shift_for(prof, w_q, b, thr_f, s)
+    K = s * 2 ** shift
+    d_syn = np.maximum(_decay_dash(alpha, prof.decay_max), 1)
+    d_mem = _decay_dash(beta, prof.decay_max)
+    a_eff = effective_decay(prof, d_syn)
+    K_v = K * a_eff
+    thr_q = np.round(thr_f * K_v) + 1
+    if thr_q.max() > prof.threshold_max:
+        raise CompileError(f"{where}: threshold {thr_q.max():.0f} exceeds the profile {prof.name!r} limit "
+                           f"{prof.threshold_max} at the chosen scale")
+    thr_q = np.maximum(thr_q, 1).astype(np.int64)
+    notes = ["the input is added to the current before it decays (I = alpha*(I + A)): threshold and bias "
+             "are in units alpha*K",
+             "xylosim subtracts the threshold before the next decay (effectively beta*threshold); up to "
+             f"{role.max_spikes} spike(s) per neuron per step"]
+    bias_t = b * K_v / (1.0 - a_eff)
+    bias_q = np.round(bias_t)
+    bias_clipped = float(np.mean((bias_q < prof.bias_min) | (bias_q > prof.bias_max)))
+    bias_q = np.clip(bias_q, prof.bias_min, prof.bias_max).astype(np.int64)
+    if np.any(b != 0):
+        notes.append("the Linear bias (into the current in snnTorch) is added to V, as its steady state "
+                     "b/(1 - alpha) per step; the first steps differ")
+    layer = LayerProgram(neuron_type="synaptic", reset=lspec.reset, w_shift=shift, weights=w_q, bias=bias_q,
+                         threshold=thr_q, decay_mem=d_mem, decay_syn=d_syn, max_spikes=role.max_spikes)
+    rep = _weight_report(w, w_q, s, clipped) | {
+        "w_shift": shift, "scale": _scale_stats(K_v), "bias_clipped_fraction": bias_clipped,
+        "threshold": _stats(thr_f, (thr_q - 1) / K_v), "beta": _stats(beta, effective_decay(prof, d_mem)),
+        "alpha": _stats(alpha, a_eff), "max_spikes": role.max_spikes, "role": role.role}
+    if role.input_delay_steps:
+        notes.append(f"the {role.role} reads the previous layer's spikes of the step before (xylosim's "
+                     "delivery; the float model: the same step), so the last step's spikes are not read")
+    rep["notes"] = notes
     return layer, rep
 
 

@@ -30,7 +30,7 @@ class DeviceInfo:
     """What a device is and can hold. capacities: the profile limits (`Profile.capacities()`)."""
 
     backend: str            # "sim", "sim:cuda", "emulator", "serial", ...
-    profile: str            # chip profile name (mcu, loihi, xylo)
+    profile: str            # chip profile name (hw/profiles: mcu, loihi, xylo-imu, ...)
     firmware_version: str   # firmware / simulator version string
     capacities: dict
     extra: dict = field(default_factory=dict)

@@ -22,7 +22,7 @@ F64_EXACT = 2 ** 53
 
 class NeuronState(NamedTuple):
     """u: membrane (loihi: voltage v); i: synaptic current (loihi: current u; unused by leaky mcu);
-    r: the layer's spikes of the previous step (bool; int64 counts for xylo). All [B, N]."""
+    r: the layer's spikes of the previous step (bool; int64 counts for xylo-like/xylosim). All [B, N]."""
 
     u: torch.Tensor
     i: torch.Tensor
@@ -63,7 +63,7 @@ def layer_params(layer: LayerProgram, device: torch.device | str) -> LayerParams
 
 
 def init_state(batch: int, n: int, device, counts: bool = False) -> NeuronState:
-    """Zero state; r is bool (one spike per step) or int64 spike counts (`counts`, xylo)."""
+    """Zero state; r is bool (one spike per step) or int64 spike counts (`counts`, xylo-like/xylosim)."""
     z = torch.zeros(batch, n, dtype=torch.int64, device=device)
     return NeuronState(z, z, z if counts else torch.zeros(batch, n, dtype=torch.bool, device=device))
 
@@ -189,7 +189,7 @@ def loihi_step(x: torch.Tensor, state: NeuronState, p: LayerParams) -> tuple[tor
     return s, NeuronState(v, cur, s)
 
 
-# --------------------------------------------------------------------------------------------- xylo
+# ---------------------------------------------------------------------------------------- xylo-like
 
 def xylo_decay(x: torch.Tensor, dash: torch.Tensor | int) -> torch.Tensor:
     """The decrement of Xylo's bit-shift decay: x >> dash (floor), at least one unit toward 0."""
@@ -203,7 +203,7 @@ def xylo_drive(a: torch.Tensor, p: LayerParams) -> torch.Tensor:
 
 
 def xylo_step(x: torch.Tensor, state: NeuronState, p: LayerParams) -> tuple[torch.Tensor, NeuronState]:
-    """One step of a `xylo` layer (docs/fixed_point.md): returns spike counts 0..p.max_spikes. x: A."""
+    """One step of a `xylo-like` layer (docs/fixed_point.md): returns spike counts 0..p.max_spikes. x: A."""
     ds = p.decay_syn if p.decay_syn is not None else 0
     i = sat(state.i - xylo_decay(state.i, ds) + x, 16)
     v = sat(state.u - xylo_decay(state.u, p.decay_mem) + i + p.bias, 16)
@@ -213,18 +213,122 @@ def xylo_step(x: torch.Tensor, state: NeuronState, p: LayerParams) -> tuple[torc
     return n, NeuronState(v, i, n)
 
 
+# ---------------------------------------------------------------------- xylosim (xylo-imu, xylo-audio2)
+
+INT16_MIN, INT16_MAX = -2 ** 15, 2 ** 15 - 1
+
+
+class XyloInput(NamedTuple):
+    """The synaptic input of one step of a `xylosim` layer, [B, N] int64 unless stated.
+
+    pos, neg: Σ_j n_j · max(W_ij << w_shift, 0) and Σ_j n_j · min(W_ij << w_shift, 0), exact;
+    events: [B, M] the step's input counts n_j (input spikes, or the hidden layer's spike counts),
+    used only where a saturation can occur (see `xylosim_accumulate`)."""
+
+    pos: torch.Tensor
+    neg: torch.Tensor
+    events: torch.Tensor
+
+
+def xylosim_inputs(h: torch.Tensor, p: LayerParams, max_count: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """pos, neg as float tensors [R, N] of integers for all R = T·B rows of input counts h [R, M]
+    at once (two exact GEMMs; see `XyloInput`)."""
+    w = p.weights_t_shifted
+    return (exact_dot_float(h, w.clamp(min=0), max_count), exact_dot_float(h, w.clamp(max=0), max_count))
+
+
+def xylosim_accumulate(i0: torch.Tensor, x: XyloInput, w_shifted_t: torch.Tensor) -> torch.Tensor:
+    """i0 [B, N] plus every incoming event of the step, saturated to int16 after each event, in
+    xylosim's order (`XyloLayer::deliver_spikes`: sources by ascending index; `receiveSpike` is a
+    saturating add). A count n_j is n_j equal events, whose saturating adds equal one add of
+    n_j · w clamped (same sign). w_shifted_t: [M, N] int64, W^T << w_shift.
+
+    Where no running sum can leave int16 (i0 + pos <= 32767 and i0 + neg >= -32768, the bounds of
+    every prefix) the result is the exact sum; only the other (b, n) are added event by event."""
+    out = (i0 + x.pos + x.neg).clamp(INT16_MIN, INT16_MAX)
+    risky = (i0 + x.pos > INT16_MAX) | (i0 + x.neg < INT16_MIN)
+    if bool(risky.any()):
+        b, n = risky.nonzero(as_tuple=True)
+        acc = i0[b, n]
+        ev = x.events[b].to(torch.int64)                     # [K, M]
+        for j in ev.any(dim=0).nonzero().flatten().tolist():  # sources with an event, in index order
+            acc = (acc + ev[:, j] * w_shifted_t[j, n]).clamp(INT16_MIN, INT16_MAX)
+        out[b, n] = acc
+    return out
+
+
+def xylosim_step(x: XyloInput, state: NeuronState, p: LayerParams, w_shifted_t: torch.Tensor
+                 ) -> tuple[torch.Tensor, NeuronState]:
+    """One step of a `xylosim` layer (docs/fixed_point.md, xylo-imu/xylo-audio2): xylosim 0.1.3's
+    `XyloIAFNeuron::evolve` after its input was delivered. Returns spike counts 0..p.max_spikes.
+
+    I = acc16(I, events) − xdec(·, dash_syn)      (the input is decayed in the step it arrives)
+    dv = sat16(sat16(−xdec(V, dash_mem) + I) + b);  V = sat16(V + dv)
+    n = min(max_spikes, floor(V / θ)) if V >= θ;   V −= n·θ"""
+    i = xylosim_accumulate(state.i, x, w_shifted_t)
+    i = i - xylo_decay(i, p.decay_syn)
+    dv = -xylo_decay(state.u, p.decay_mem)
+    dv = torch.where(dv == 2 ** 15, INT16_MIN, dv)  # int16_t dv = -decay(V): -(-32768) wraps (dash_mem 0)
+    dv = (dv + i).clamp(INT16_MIN, INT16_MAX)
+    dv = (dv + p.bias).clamp(INT16_MIN, INT16_MAX)
+    v = (state.u + dv).clamp(INT16_MIN, INT16_MAX)
+    n = torch.where(v >= p.threshold, torch.div(v, p.threshold, rounding_mode="floor").clamp(max=p.max_spikes),
+                    torch.zeros_like(v))
+    v = v - n * p.threshold
+    return n, NeuronState(v, i, n)
+
+
+def xylosim_layer(h: torch.Tensor, p: LayerParams, max_count: int, probe: bool = False
+                  ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """Run a `xylosim` layer over all steps: h [T, B, M] input counts (float or int, the layer's
+    input as it arrives: the readout's is already delayed) -> (spike counts [T, B, N] float32,
+    V [T, B, N] int32 and I [T, B, N] int32 after each step when probe, else None)."""
+    T, B, M = h.shape
+    n = p.threshold.shape[0]
+    flat = h.reshape(T * B, M).to(torch.float32)
+    pos, neg = (a.reshape(T, B, n) for a in xylosim_inputs(flat, p, max_count))
+    w = p.weights_t_shifted.to(torch.int64)
+    state = init_state(B, n, h.device, counts=True)
+    out = torch.empty(T, B, n, dtype=torch.float32, device=h.device)
+    mem = torch.empty(T, B, n, dtype=torch.int32, device=h.device) if probe else None
+    cur = torch.empty(T, B, n, dtype=torch.int32, device=h.device) if probe else None
+    for t in range(T):
+        s, state = xylosim_step(XyloInput(pos[t].to(torch.int64), neg[t].to(torch.int64), h[t]), state, p, w)
+        out[t] = s
+        if probe:
+            mem[t], cur[t] = state.u, state.i
+    return out, mem, cur
+
+
 StepFn = Callable[[torch.Tensor, NeuronState, LayerParams], tuple[torch.Tensor, NeuronState]]
 DriveFn = Callable[[torch.Tensor, LayerParams], torch.Tensor]
 
-# The one registry from profile name to its arithmetic: (drive, step).
-ARITHMETIC: dict[str, tuple[DriveFn, StepFn]] = {"mcu": (mcu_drive, mcu_step), "loihi": (loihi_drive, loihi_step),
-                                                 "xylo": (xylo_drive, xylo_step)}
+# The one registry from a profile's arithmetic (Profile.arithmetic) to its (drive, step). The
+# xylosim arithmetic is not of this form (its input is not one exact sum per step): sim.py runs it
+# layer by layer with `xylosim_layer`, and its entry here is None.
+ARITHMETIC: dict[str, tuple[DriveFn, StepFn] | None] = {
+    "mcu": (mcu_drive, mcu_step), "loihi": (loihi_drive, loihi_step), "xylo-like": (xylo_drive, xylo_step),
+    "xylosim": None}
+
+
+def arithmetic_name(profile: str) -> str:
+    """The ARITHMETIC entry of a profile name (deprecated names included) or of an arithmetic name."""
+    if profile in ARITHMETIC:
+        return profile
+    from .profiles import DEPRECATED_PROFILES, PROFILES
+    prof = PROFILES.get(profile) or DEPRECATED_PROFILES.get(profile)
+    if prof is None or prof.arithmetic not in ARITHMETIC:
+        raise ValueError(f"no arithmetic for profile {profile!r}; known: {sorted(ARITHMETIC)}")
+    return prof.arithmetic
 
 
 def arithmetic(profile: str) -> tuple[DriveFn, StepFn]:
-    if profile not in ARITHMETIC:
-        raise ValueError(f"no arithmetic for profile {profile!r}; known: {sorted(ARITHMETIC)}")
-    return ARITHMETIC[profile]
+    """(drive, step) of a profile (or arithmetic) name; ValueError for xylosim (see ARITHMETIC)."""
+    entry = ARITHMETIC[arithmetic_name(profile)]
+    if entry is None:
+        raise ValueError(f"profile {profile!r} uses the xylosim arithmetic, which runs layer by layer "
+                         f"(hw.fixed_point.xylosim_layer), not as drive + step")
+    return entry
 
 
 def step(profile: str, a: torch.Tensor, state: NeuronState, params: LayerParams

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -11,11 +13,44 @@ DECAY_KINDS = ("q12_multiplicative", "bitshift")
 
 
 @dataclass(frozen=True)
+class LayerRole:
+    """What layer k of a program may be on a chip of fixed shape (Xylo: a hidden pool fed by 16
+    input channels, then a readout): its fan-in and neuron count, its fixed spike cap, and by how
+    many steps its input lags the previous layer's spikes (Xylo's readout reads the hidden spikes
+    of the previous step)."""
+
+    role: str
+    max_neurons: int
+    max_spikes: int
+    max_fan_in: int | None = None    # None: whatever the previous layer has
+    input_delay_steps: int = 0
+    note: str | None = None          # why the limits are what they are (added to refusals)
+
+    def __post_init__(self):
+        for name in ("max_neurons", "max_spikes"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"layer role {self.role!r}: {name} must be a positive integer, got {v!r}")
+        if self.max_fan_in is not None and (not isinstance(self.max_fan_in, int) or self.max_fan_in < 1):
+            raise ValueError(f"layer role {self.role!r}: max_fan_in must be a positive integer or None, "
+                             f"got {self.max_fan_in!r}")
+        if not isinstance(self.input_delay_steps, int) or self.input_delay_steps not in (0, 1):
+            raise ValueError(f"layer role {self.role!r}: input_delay_steps must be 0 or 1, "
+                             f"got {self.input_delay_steps!r}")
+
+    def to_dict(self) -> dict:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__ if getattr(self, k) is not None}
+
+
+@dataclass(frozen=True)
 class Profile:
     """One chip's arithmetic and capacity limits (docs/fixed_point.md defines the arithmetic).
 
     Ranges of program values follow from the bit widths: `threshold_max`, `bias_min/bias_max`,
-    `decay_max` and `max_w_shift` are what `Program` validation checks against."""
+    `decay_max` and `max_w_shift` are what `Program` validation checks against. A chip of fixed
+    shape (xylo-imu, xylo-audio2) lists one `LayerRole` per layer, which programs must match
+    (`role_violation`, rule 7.4 of docs/program_format.md). Several profiles may share one
+    `arithmetic` (the xylosim chips do)."""
 
     name: str
     profile_id: int
@@ -32,11 +67,16 @@ class Profile:
     state_bits: int
     decay: dict
     max_spikes_per_step: int
-    threshold_bits: int | None = None       # signed width of the threshold field (mcu, xylo)
+    threshold_bits: int | None = None       # signed width of the threshold field (mcu, xylo-*)
     threshold_mant_bits: int | None = None  # loihi: unsigned mantissa width, used << 6
-    bias_bits: int | None = None            # signed width of the bias field (mcu, xylo)
+    bias_bits: int | None = None            # signed width of the bias field (mcu, xylo-*)
     bias_mant_bits: int | None = None       # loihi: signed mantissa width ...
     max_bias_exp: int | None = None         # ... times 2**exp, exp in [0, max_bias_exp]
+    arithmetic: str = ""                    # the hw.fixed_point.ARITHMETIC entry; "" = the name
+    deprecated_names: tuple[str, ...] = ()  # old names that still load this profile
+    layer_roles: tuple[LayerRole, ...] = ()  # fixed-shape chips: one role per layer (see LayerRole)
+    unsupported_reasons: dict = field(default_factory=dict)  # neuron family -> why it cannot run
+    alias_of: str | None = None             # set on the object get_profile returns for a deprecated name
     version: int = PROFILE_FORMAT_VERSION
     extra: dict = field(default_factory=dict)
 
@@ -46,6 +86,13 @@ class Profile:
                              f"(this spikeloop reads profile version {PROFILE_FORMAT_VERSION})")
         object.__setattr__(self, "neuron_types", tuple(self.neuron_types))
         object.__setattr__(self, "reset_modes", tuple(self.reset_modes))
+        object.__setattr__(self, "deprecated_names", tuple(self.deprecated_names))
+        object.__setattr__(self, "arithmetic", self.arithmetic or self.name)
+        object.__setattr__(self, "layer_roles", tuple(r if isinstance(r, LayerRole) else LayerRole(**r)
+                                                      for r in self.layer_roles))
+        if self.layer_roles and len(self.layer_roles) != self.max_layers:
+            raise ValueError(f"profile {self.name!r}: max_layers must equal the number of layer_roles "
+                             f"({len(self.layer_roles)}), got {self.max_layers}")
         for name in ("profile_id", "max_layers", "max_neurons_per_layer", "max_fan_in",
                      "max_program_bytes", "weight_bits", "state_bits", "max_spikes_per_step"):
             v = getattr(self, name)
@@ -81,6 +128,34 @@ class Profile:
     def decay_max(self) -> int:
         return int(self.decay["max"] if self.decay["kind"] == "q12_multiplicative" else self.decay["max_dash"])
 
+    @property
+    def canonical_name(self) -> str:
+        """The profile's own name (for an object loaded by a deprecated name, the name it maps to)."""
+        return self.alias_of or self.name
+
+    def role_violation(self, index: int, num_layers: int, fan_in: int, num_neurons: int,
+                       max_spikes: int) -> str | None:
+        """Why layer `index` of a `num_layers`-layer program does not fit this chip's fixed shape
+        (`layer_roles`), or None (also None for profiles without roles)."""
+        if not self.layer_roles:
+            return None
+        names = ", ".join(r.role for r in self.layer_roles)
+        if num_layers != len(self.layer_roles):
+            return (f"profile {self.name!r} runs exactly {len(self.layer_roles)} layers ({names}), got "
+                    f"{num_layers}; deeper feed-forward chains (mapped into the hidden pool as a block-structured "
+                    f"recurrent matrix) are not implemented yet")
+        r = self.layer_roles[index]
+        if r.max_fan_in is not None and fan_in > r.max_fan_in:
+            return (f"layer {index} ({r.role}): fan-in {fan_in} exceeds the {r.max_fan_in} input channels of "
+                    f"profile {self.name!r}")
+        if num_neurons > r.max_neurons:
+            return (f"layer {index} ({r.role}): {num_neurons} neurons exceed the profile {self.name!r} limit of "
+                    f"{r.max_neurons} {r.role} neurons" + (f" ({r.note})" if r.note else ""))
+        if max_spikes != r.max_spikes:
+            return (f"layer {index} ({r.role}): max_spikes must be {r.max_spikes} on profile {self.name!r} "
+                    f"(the chip's fixed spike cap), got {max_spikes}")
+        return None
+
     def capacities(self) -> dict:
         """The limits a device reports in `DeviceInfo.capacities`."""
         return {"max_layers": self.max_layers, "max_neurons_per_layer": self.max_neurons_per_layer,
@@ -90,7 +165,10 @@ class Profile:
     def to_dict(self) -> dict:
         d = {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "extra"}
         d["neuron_types"], d["reset_modes"] = list(self.neuron_types), list(self.reset_modes)
-        return {k: v for k, v in d.items() if v is not None} | self.extra
+        d["deprecated_names"] = list(self.deprecated_names)
+        d["layer_roles"] = [r.to_dict() for r in self.layer_roles]
+        empty = {"deprecated_names": [], "layer_roles": [], "unsupported_reasons": {}}
+        return {k: v for k, v in d.items() if v is not None and not (k in empty and v == empty[k])} | self.extra
 
     @classmethod
     def from_dict(cls, d: dict) -> "Profile":
@@ -109,14 +187,40 @@ def _load_all() -> dict[str, Profile]:
     return out
 
 
+def _aliases(profiles: dict[str, Profile]) -> dict[str, Profile]:
+    """deprecated name -> a copy of its profile under that name (same id and arithmetic), so that
+    programs and devices made with the old name keep working and their messages use it."""
+    out = {}
+    for p in profiles.values():
+        for old in p.deprecated_names:
+            if old in profiles or old in out:
+                raise ValueError(f"deprecated profile name {old!r} of {p.name!r} is taken")
+            out[old] = dataclasses.replace(
+                p, name=old, alias_of=p.name, deprecated_names=(),
+                description=f"deprecated name of profile {p.name!r} (kept so that old programs and "
+                            f"commands run unchanged): {p.description}")
+    return out
+
+
 PROFILES: dict[str, Profile] = _load_all()
 PROFILE_BY_ID: dict[int, Profile] = {p.profile_id: p for p in PROFILES.values()}
+DEPRECATED_PROFILES: dict[str, Profile] = _aliases(PROFILES)
+_warned: set[str] = set()
 
 
 def get_profile(name: str | Profile) -> Profile:
-    """The profile called `name` (mcu, loihi, xylo)."""
+    """The profile called `name` (mcu, loihi, xylo-like, xylo-imu, xylo-audio2; the deprecated name
+    xylo gives xylo-like under its old name, with a FutureWarning: shown to CLI users too)."""
     if isinstance(name, Profile):
         return name
+    if name in DEPRECATED_PROFILES:
+        p = DEPRECATED_PROFILES[name]
+        if name not in _warned:  # once per process: programs look their profile up on every check
+            _warned.add(name)
+            warnings.warn(f"chip profile {name!r} is deprecated: it is {p.alias_of!r}, a Xylo-like profile that is "
+                          f"not xylosim; the chips are 'xylo-imu' and 'xylo-audio2'", FutureWarning,
+                          stacklevel=2)
+        return p
     if name not in PROFILES:
         raise ValueError(f"unknown chip profile {name!r}; known: {sorted(PROFILES)}")
     return PROFILES[name]

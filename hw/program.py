@@ -19,7 +19,7 @@ import numpy as np
 
 from snn.atomic import write_bytes_atomic, write_text_atomic
 
-from .profiles import PROFILE_BY_ID, Profile, get_profile
+from .profiles import DEPRECATED_PROFILES, PROFILE_BY_ID, PROFILES, Profile, get_profile
 
 FORMAT_VERSION = 1
 MAGIC = b"SLPG"
@@ -85,7 +85,7 @@ class LayerProgram:
     rec_weights: np.ndarray | None = None
     rec_shift: int = 0
     rec_gain: np.ndarray | None = None
-    max_spikes: int = 0  # spikes per neuron per step: 0 = one (mcu, loihi); xylo: 1..15
+    max_spikes: int = 0  # spikes per neuron per step: 0 = one (mcu, loihi); xylo-like: 1..15; xylosim: 31, 1
 
     def __post_init__(self):
         if self.neuron_type not in NEURON_TYPES:
@@ -268,6 +268,10 @@ class Program:
                 raise ProgramError(f"layer {i}: fan-in {layer.fan_in} does not match the "
                                    f"{self.layers[i - 1].num_neurons} neurons of layer {i - 1}", "7.1")
             layer.check_profile(profile, f"layer {i}")
+        for i, layer in enumerate(self.layers):  # chips of fixed shape (xylo-imu, xylo-audio2)
+            why = profile.role_violation(i, len(self.layers), layer.fan_in, layer.num_neurons, int(layer.max_spikes))
+            if why:
+                raise ProgramError(why, "7.4")
         for name, hi, rule in (("num_steps", 0xFFFF, "8.2"), ("dt_ns", 0xFFFFFFFF, "8.3")):
             v = getattr(self, name)
             if not isinstance(v, (int, np.integer)) or not 1 <= v <= hi:
@@ -346,9 +350,13 @@ class Program:
             raise ProgramError(f"unknown profile id {profile_id}; known: "
                                f"{ {k: v.name for k, v in PROFILE_BY_ID.items()} }", "5.1")
         profile = PROFILE_BY_ID[profile_id]
-        if expected_profile is not None and profile.name != expected_profile:
-            raise ProgramError(f"program is for profile {profile.name!r}, this device runs "
-                               f"{expected_profile!r}", "5.1")
+        if expected_profile is not None:
+            # by id: a device opened under a deprecated name (xylo) reads its profile's programs
+            expected = PROFILES.get(expected_profile) or DEPRECATED_PROFILES.get(expected_profile)
+            if expected is None or expected.profile_id != profile_id:
+                raise ProgramError(f"program is for profile {profile.name!r}, this device runs "
+                                   f"{expected_profile!r}", "5.1")
+            profile = expected
         if flags or reserved:
             raise ProgramError("header flags/reserved bytes must be 0", "5.2")
         name_s = name.rstrip(b"\0")

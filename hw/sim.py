@@ -4,7 +4,8 @@ Bit-exact to docs/fixed_point.md (tests compare it with a NumPy reference step b
 samples, on CUDA when asked (`sim:cuda`). Layers run one after another over all T·B samples at once
 (each layer at step t depends only on the previous layer at step t and on its own state, as in the
 float model), so each layer is one exact GEMM plus a loop over time of elementwise integer updates.
-URIs: `sim` (CPU) and `sim:cuda`, both taking `profile=` (default mcu).
+URIs: `sim` (CPU) and `sim:cuda`, both taking `profile=` (default mcu). The xylosim profiles
+(xylo-imu, xylo-audio2) run with `hw.fixed_point.xylosim_layer` and the chip's hidden → readout delay.
 """
 
 from __future__ import annotations
@@ -71,6 +72,8 @@ class SimulatedDevice(Device):
             raise DeviceError("no program loaded: call load(program) first")
         x = check_input_spikes(spikes, self.program.num_inputs).to(self.device)
         T, B = x.shape[:2]
+        if self.profile.arithmetic == "xylosim":
+            return self._run_xylosim(x, probe)
         h = x.reshape(T * B, -1).to(torch.float32)  # spikes/counts as exact small floats for the GEMM
         max_count = 1
         drive_fn, step_fn = fxp.arithmetic(self.profile.name)
@@ -102,6 +105,27 @@ class SimulatedDevice(Device):
         counters[len(self._params) - 1]["spikes"] = fxp.count_exact(h)
         return RunResult(h.reshape(T, B, -1).to(torch.uint8).cpu(), counters,
                          membranes if probe else None, layer_spikes if probe else None)
+
+    def _run_xylosim(self, x: torch.Tensor, probe: bool) -> RunResult:
+        """xylo-imu / xylo-audio2: each layer with `fxp.xylosim_layer`; a layer whose role has
+        input_delay_steps = 1 (the readout) reads the previous layer's spikes of the step before
+        (xylosim delivers hidden spikes to the readout one step later: at step 0 it gets none)."""
+        T, B = x.shape[:2]
+        h = x.to(torch.float32)
+        max_count = 1
+        counters, membranes, layer_spikes = {}, {}, {}
+        for k, p in enumerate(self._params):
+            n = p.threshold.shape[0]
+            if self.profile.layer_roles[k].input_delay_steps:
+                h = torch.cat([torch.zeros_like(h[:1]), h[:-1]])
+            out, mem, _ = fxp.xylosim_layer(h, p, max_count, probe=probe)
+            counters[k] = {"spikes": fxp.count_exact(out.reshape(T * B, n)),
+                           "synops": fxp.count_exact(h.reshape(T * B, -1)) * n}
+            if probe:
+                membranes[k], layer_spikes[k] = mem.cpu(), out.to(torch.uint8).cpu()
+            h, max_count = out, p.max_spikes
+        return RunResult(h.to(torch.uint8).cpu(), counters, membranes if probe else None,
+                         layer_spikes if probe else None)
 
 
 def _sim_factory(uri: DeviceURI, profile: str = "mcu", **kwargs) -> SimulatedDevice:

@@ -1,10 +1,12 @@
 """The compiler: exact reproduction of the float model when every value is representable (an
 independent check of the float->integer mapping for every neuron type and reset), refusals naming
-the layer and the limit, scale choice, the compile report, and a trained digits model on mcu/xylo."""
+the layer and the limit, scale choice, the compile report, a trained digits model on mcu/xylo-like,
+and the xylosim profiles' mapping and refusals (xylo-imu, xylo-audio2)."""
 
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -113,25 +115,25 @@ def test_best_scale_never_worse_than_plain_max_scaling():
         assert mse <= mse0 and s >= s0
 
 
-def test_xylo_report_shows_power_of_two_beta():
+def test_xylo_like_report_shows_power_of_two_beta():
     s = fc((1, 8, 8), 10, hidden=16, beta=0.9)
-    prog = compile_model(s, build_model(s).state_dict(), "xylo")
+    prog = compile_model(s, build_model(s).state_dict(), "xylo-like")
     rep = prog.report["layers"][0]
     assert rep["beta"]["effective_mean"] == pytest.approx(0.875)  # 1 - 2^-3 is the nearest
     assert rep["beta"]["max_abs_error"] == pytest.approx(0.025, abs=1e-6)
     assert "notes" in rep
 
 
-def test_trained_digits_on_mcu_and_xylo(trained_digits_checkpoint, digits):
+def test_trained_digits_on_mcu_and_xylo_like(trained_digits_checkpoint, digits):
     """Compiled for mcu the trained model predicts like the float model on >= 97 % of the test set;
-    xylo (power-of-two decays, different reset order) on >= 90 %."""
+    xylo-like (power-of-two decays, different reset order) on >= 90 %."""
     from snn.checkpoint import load_checkpoint
     ck = load_checkpoint(trained_digits_checkpoint)
     model = ck.build(dtype=torch.float32).eval()
     x = digits.test_x[:120]
     _, fpred = float_predictions(model, ck.spec, x)
     inputs = device_inputs(ck.spec, x, range(len(x)))
-    for profile, min_agree in (("mcu", 0.97), ("xylo", 0.90)):
+    for profile, min_agree in (("mcu", 0.97), ("xylo-like", 0.90)):
         prog = compile_checkpoint(trained_digits_checkpoint, profile)
         with open_device("sim", profile=profile) as dev:
             dev.load(prog.to_bytes())
@@ -145,12 +147,67 @@ def test_trained_digits_on_mcu_and_xylo(trained_digits_checkpoint, digits):
 def test_max_spikes_option():
     s = fc((1, 8, 8), 10, hidden=16)
     sd = build_model(s).state_dict()
-    assert [l.max_spikes for l in compile_model(s, sd, "xylo").layers] == [1, 1]
-    prog = compile_model(s, sd, "xylo", max_spikes=15)
+    assert [l.max_spikes for l in compile_model(s, sd, "xylo-like").layers] == [1, 1]
+    prog = compile_model(s, sd, "xylo-like", max_spikes=15)
     assert [l.max_spikes for l in prog.layers] == [15, 15] and prog.report["layers"][0]["max_spikes"] == 15
     assert [l.max_spikes for l in compile_model(s, sd, "mcu", max_spikes=15).layers] == [0, 0]
     with pytest.raises(CompileError, match=r"max_spikes must be in \[1, 15\]"):
-        compile_model(s, sd, "xylo", max_spikes=16)
+        compile_model(s, sd, "xylo-like", max_spikes=16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        old = compile_model(s, sd, "xylo", max_spikes=15)  # the deprecated name: the same program
+    assert old.to_bytes() == prog.to_bytes() and old.profile == "xylo"
+
+
+def _xylo_spec(n_in=16, hidden=32, n_out=10, neuron=Synaptic, alpha=0.5, beta=0.75, bias=False, layers=2):
+    body = []
+    sizes = [n_in] + [hidden] * (layers - 1) + [n_out]
+    for a, b in zip(sizes, sizes[1:]):
+        body += [Linear(a, b, bias=bias), neuron(alpha=alpha, beta=beta) if neuron is Synaptic else neuron(beta=beta)]
+    return ModelSpec(layers=tuple(body), input_shape=(n_in,), num_steps=10)
+
+
+def test_xylosim_profiles_refuse_what_the_chips_cannot_hold():
+    cases = [("xylo-imu", _xylo_spec(n_in=64),
+              r"layer 1 \(synaptic, the hidden layer\): fan-in 64 exceeds the 16 input channels"),
+             ("xylo-imu", _xylo_spec(neuron=Leaky), r"neuron type 'leaky' is not supported .*receives nothing"),
+             ("xylo-imu", _xylo_spec(layers=3), r"3 device layers: .*runs exactly 2 layers .*block-structured"),
+             ("xylo-imu", _xylo_spec(layers=1), r"1 device layers: .*runs exactly 2 layers"),
+             ("xylo-imu", _xylo_spec(n_out=20),
+              r"layer 3 \(synaptic, the readout layer\): 20 neurons exceed .* 16 readout neurons"),
+             ("xylo-imu", _xylo_spec(hidden=200), r"200 neurons exceed .* 128 hidden neurons \(the chip's 496"),
+             ("xylo-audio2", _xylo_spec(),
+              r"layer 3 \(synaptic, the readout layer\): 10 neurons exceed .* 8 readout neurons")]
+    for profile, spec, msg in cases:
+        with pytest.raises(CompileError, match=msg):
+            compile_model(spec, build_model(spec).state_dict(), profile)
+    spec = _xylo_spec(n_out=8, hidden=300)
+    assert compile_model(spec, build_model(spec).state_dict(), "xylo-audio2").layers[0].num_neurons == 300
+    with pytest.raises(CompileError, match=r"fixed spike caps \(hidden 31, readout 1\); max_spikes=15"):
+        compile_model(_xylo_spec(), build_model(_xylo_spec()).state_dict(), "xylo-imu", max_spikes=15)
+
+
+def test_xylosim_compile_units_caps_and_notes():
+    """Threshold and bias in units alpha_e*K (xylosim decays the input in the step it arrives),
+    dash_syn >= 1 (0 would block the input), the fixed caps, and the report's notes."""
+    spec = _xylo_spec(alpha=0.1, bias=True)  # alpha 0.1 is nearest dash 0: the compiler takes 1
+    sd = build_model(spec).state_dict()
+    prog = compile_model(spec, sd, "xylo-imu")
+    hidden, readout = prog.layers
+    assert [l.max_spikes for l in prog.layers] == [31, 1] and prog.profile == "xylo-imu"
+    assert (hidden.decay_syn == 1).all() and (hidden.decay_mem == 2).all()  # beta 0.75 = 1 - 2^-2
+    rep = prog.report["layers"][0]
+    assert rep["alpha"]["effective_mean"] == 0.5 and rep["role"] == "hidden"
+    K_v = np.array([rep["scale"]["min"], rep["scale"]["max"]])
+    w = sd["layers.0.weight"].double().numpy()
+    K = np.array([best_weight_scale(r)[0] for r in w]) * 2 ** hidden.w_shift
+    thr = np.round(1.0 * K * 0.5) + 1
+    assert hidden.threshold.tolist() == thr.astype(int).tolist()
+    assert K_v.tolist() == [float((K * 0.5).min()), float((K * 0.5).max())]
+    b = sd["layers.0.bias"].double().numpy()
+    assert hidden.bias.tolist() == np.clip(np.round(b * K * 0.5 / 0.5), -32768, 32767).astype(int).tolist()
+    notes = " ".join(prog.report["layers"][1]["notes"])
+    assert "reads the previous layer's spikes of the step before" in notes and "steady state" in notes
 
 
 def test_scale_levels_snap_down_to_equal_count_groups():

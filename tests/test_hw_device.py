@@ -1,5 +1,6 @@
 """The Device interface and URI registry, SimulatedDevice behaviour (validation, batching
-invariance, counters against hand counts), and sim:cuda vs sim on a GPU."""
+invariance, counters against hand counts), the deprecated profile name xylo, the fixed shape of the
+xylosim profiles, and sim:cuda vs sim on a GPU."""
 
 from __future__ import annotations
 
@@ -15,8 +16,8 @@ from hw.sim import SimulatedDevice
 
 def program(profile="mcu", seed=0):
     rng = np.random.default_rng(seed)
-    dmax = 16 if profile == "xylo" else 1000
-    kw = {"max_spikes": 3} if profile == "xylo" else {}
+    dmax = 16 if profile in ("xylo", "xylo-like") else 1000
+    kw = {"max_spikes": 3} if profile in ("xylo", "xylo-like") else {}
     l0 = LayerProgram("leaky", "subtract", 2, rng.integers(-128, 128, (6, 4)), rng.integers(-20, 20, 6),
                       rng.integers(50, 300, 6), rng.integers(0, dmax, 6), **kw)
     l1 = LayerProgram("leaky", "subtract", 2, rng.integers(-128, 128, (3, 6)), np.zeros(3, int),
@@ -92,8 +93,8 @@ def test_run_validation_errors():
         dev.run(torch.zeros(8, 2, 5))
     with pytest.raises(ValueError, match="0 or 1"):
         dev.run(torch.full((8, 2, 4), 2.0))
-    with pytest.raises(ProgramError, match="for profile 'xylo', this device runs 'mcu'"):
-        dev.load(program("xylo"))
+    with pytest.raises(ProgramError, match="for profile 'xylo-like', this device runs 'mcu'"):
+        dev.load(program("xylo-like"))
     with pytest.raises(ProgramError, match="checksum mismatch"):
         blob = bytearray(program().to_bytes())
         blob[-1] ^= 1
@@ -133,15 +134,102 @@ def test_sim_cuda_without_gpu_says_so():
         open_device("sim:cuda")
 
 
+def test_deprecated_xylo_name_runs_xylo_like_programs():
+    """'xylo' (the old name of xylo-like, profile id 3) still opens a device, warns once, and runs
+    the programs of either name, bytes or objects made under it, with the same results."""
+    import warnings
+
+    from hw import profiles
+    profiles._warned.discard("xylo")
+    with pytest.warns(FutureWarning, match="'xylo' is deprecated: it is 'xylo-like'"):
+        old = program("xylo")
+    new, s = program("xylo-like"), spikes()
+    assert old.to_bytes() == new.to_bytes()  # same profile id, same bytes
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # only once per process
+        program("xylo")
+    results = []
+    for name, prog in (("xylo", old), ("xylo", new.to_bytes()), ("xylo-like", old.to_bytes()), ("xylo-like", new)):
+        with open_device("sim", profile=name) as dev:
+            assert dev.info().profile == name
+            dev.load(prog)
+            results.append(dev.run(s).output_spikes)
+    assert all(torch.equal(results[0], r) for r in results[1:]) and results[0].sum() > 0
+    for p in list(profiles.PROFILES.values()) + list(profiles.DEPRECATED_PROFILES.values()):
+        assert profiles.Profile.from_dict(p.to_dict()) == p  # the JSON view keeps every field
+
+
+def test_xylosim_profiles_refuse_what_the_chip_cannot_hold():
+    """Rule 7.4 (docs/program_format.md): exactly a hidden and a readout layer, the hidden layer's
+    fan-in at most the 16 input channels, the chip's neuron counts and its fixed spike caps."""
+    def layer(n, m, cap, **kw):
+        return LayerProgram("synaptic", "subtract", 0, np.ones((n, m), int), np.zeros(n, int), np.full(n, 5),
+                            np.ones(n, int), decay_syn=np.ones(n, int), max_spikes=cap, **kw)
+
+    ok = Program("xylo-imu", (layer(128, 16, 31), layer(16, 128, 1)))
+    assert Program.from_bytes(ok.to_bytes()).to_bytes() == ok.to_bytes() and ok.to_bytes()[6] == 4
+    bad = {"runs exactly 2 layers \\(hidden, readout\\), got 1": (layer(4, 16, 31),),
+           "3 layers exceed the profile 'xylo-imu' limit max_layers=2": (layer(4, 16, 31), layer(4, 4, 31),
+                                                                            layer(2, 4, 1)),
+           "fan-in 17 exceeds the 16 input channels": (layer(4, 17, 31), layer(2, 4, 1)),
+           "129 neurons exceed the profile 'xylo-imu' limit|max_neurons_per_layer=128":
+               (layer(129, 16, 31), layer(2, 129, 1)),
+           "17 neurons exceed the profile 'xylo-imu' limit of 16 readout neurons": (layer(4, 16, 31), layer(17, 4, 1)),
+           "max_spikes must be 31 on profile 'xylo-imu'": (layer(4, 16, 1), layer(2, 4, 1)),
+           "max_spikes must be 1 on profile 'xylo-imu'": (layer(4, 16, 31), layer(2, 4, 31))}
+    for msg, layers in bad.items():
+        with pytest.raises(ProgramError, match=msg):
+            Program("xylo-imu", layers)
+    with pytest.raises(ProgramError, match="limit of 8 readout neurons") as e:
+        Program("xylo-audio2", (layer(300, 16, 31), layer(10, 300, 1)))
+    assert e.value.rule == "7.4"
+    with open_device("sim", profile="xylo-audio2") as dev:
+        assert dev.info().capacities["max_neurons_per_layer"] == 1000
+        with pytest.raises(ProgramError, match="for profile 'xylo-imu', this device runs 'xylo-audio2'"):
+            dev.load(ok.to_bytes())
+
+
+def test_xylosim_batching_and_counters():
+    rng = np.random.default_rng(3)
+    layers = (LayerProgram("synaptic", "subtract", 2, rng.integers(-128, 128, (6, 4)), rng.integers(-20, 20, 6),
+                           rng.integers(20, 100, 6), rng.integers(0, 16, 6), decay_syn=rng.integers(1, 16, 6),
+                           max_spikes=31),
+              LayerProgram("synaptic", "subtract", 1, rng.integers(-128, 128, (3, 6)), np.zeros(3, int),
+                           rng.integers(20, 200, 3), rng.integers(0, 16, 3), decay_syn=rng.integers(1, 16, 3),
+                           max_spikes=1))
+    prog, s = Program("xylo-imu", layers), spikes(B=7)
+    with open_device("sim", profile="xylo-imu") as dev:
+        dev.load(prog)
+        whole = dev.run(s, probe=True)
+        parts = [dev.run(s[:, i:i + 1]) for i in range(7)]
+    assert torch.equal(whole.output_spikes, torch.cat([p.output_spikes for p in parts], dim=1))
+    hidden = whole.layer_spikes[0].to(torch.int64)
+    assert hidden.max() > 1  # several spikes per step
+    assert whole.counters[0] == {"spikes": int(hidden.sum()), "synops": int(s.sum()) * 6}
+    # the readout processes the hidden spikes of steps 0..T-2 (the last step's arrive after the run)
+    assert whole.counters[1] == {"spikes": int(whole.output_spikes.sum()), "synops": int(hidden[:-1].sum()) * 3}
+
+
 @pytest.mark.gpu
-@pytest.mark.parametrize("profile", ["mcu", "xylo"])
+@pytest.mark.parametrize("profile", ["mcu", "xylo-like", "xylo-imu"])
 def test_sim_cuda_matches_cpu(profile):
     if not torch.cuda.is_available():
         pytest.skip("needs CUDA (no GPU here)")
-    prog, s = program(profile), spikes(T=20, B=64)
+    prog, s = (_xylo_imu_program() if profile == "xylo-imu" else program(profile)), spikes(T=20, B=64)
     with open_device("sim", profile=profile) as cpu, open_device("sim:cuda", profile=profile) as gpu:
         cpu.load(prog)
         gpu.load(prog)
         a, b = cpu.run(s, probe=True), gpu.run(s, probe=True)
     assert torch.equal(a.output_spikes, b.output_spikes) and a.counters == b.counters
     assert all(torch.equal(a.membranes[k], b.membranes[k]) for k in a.membranes)
+
+
+def _xylo_imu_program():
+    rng = np.random.default_rng(0)
+    return Program("xylo-imu", (
+        LayerProgram("synaptic", "subtract", 7, rng.integers(-128, 128, (6, 4)), rng.integers(-20, 20, 6),
+                     rng.integers(50, 3000, 6), rng.integers(0, 16, 6), decay_syn=rng.integers(0, 16, 6),
+                     max_spikes=31),
+        LayerProgram("synaptic", "subtract", 2, rng.integers(-128, 128, (3, 6)), np.zeros(3, int),
+                     rng.integers(50, 300, 3), rng.integers(0, 16, 3), decay_syn=rng.integers(1, 16, 3),
+                     max_spikes=1)))

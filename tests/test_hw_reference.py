@@ -1,6 +1,8 @@
 """The SimulatedDevice against an independent pure-Python integer reference written from
 docs/fixed_point.md, step by step and bit for bit, for every profile, neuron type and reset mode,
-including saturation and wrap-around; plus hand-computed trajectories and decay values."""
+including saturation and wrap-around; plus hand-computed trajectories and decay values. The xylosim
+profiles (xylo-imu, xylo-audio2) have their own reference, event by event in xylosim's order
+(`ref_xylosim_run`); tests/test_vendor_xylo.py checks both against xylosim itself."""
 
 from __future__ import annotations
 
@@ -80,7 +82,7 @@ def ref_layer_step(profile, L, s_in, st):
             v = max(-2 ** 23 + 1, min(2 ** 23 - 1, v))
             out[i] = 1 if v > (th << 6) else 0
             u[i] = 0 if out[i] else v
-        else:  # xylo
+        else:  # xylo-like (and its deprecated name xylo)
             ds = L["ds"][i] if L["ds"] is not None else 0
             cur[i] = sat(cur[i] - xylo_dec(cur[i], ds) + A[i], 16)
             v = sat(u[i] - xylo_dec(u[i], L["dm"][i]) + cur[i] + b, 16)
@@ -164,8 +166,8 @@ def random_layer(rng, profile, ntype, reset, m, n, big=False):
 
 
 CASES = [("mcu", t, r) for t in ("leaky", "synaptic", "rleaky_dense", "rleaky_elementwise")
-         for r in ("subtract", "zero")] + [("loihi", "leaky", "zero"), ("xylo", "leaky", "subtract"),
-                                           ("xylo", "synaptic", "subtract")]
+         for r in ("subtract", "zero")] + [("loihi", "leaky", "zero"), ("xylo-like", "leaky", "subtract"),
+                                           ("xylo-like", "synaptic", "subtract"), ("xylo", "synaptic", "subtract")]
 
 
 @pytest.mark.parametrize("big", [False, True], ids=["normal", "saturating"])
@@ -219,18 +221,18 @@ def test_loihi_current_wraps_and_voltage_clips_as_lava():
     assert _run_single("loihi", layer, 2) == ([0, 0], [-7413760, -(2 ** 23 - 1)])
 
 
-def test_xylo_saturates_at_int16():
+def test_xylo_like_saturates_at_int16():
     # A = 9 * -128 << 7 = -147456 -> I = -32768 -> V = -32768; next: V - (V >> 1) + I = -49152 -> -32768
     layer = LayerProgram("leaky", "subtract", 7, np.full((1, 9), -128), np.array([0]), np.array([100]),
                          np.array([1]), max_spikes=15)
-    assert _run_single("xylo", layer, 2) == ([0, 0], [-32768, -32768])
+    assert _run_single("xylo-like", layer, 2) == ([0, 0], [-32768, -32768])
     # positive: I = 32767, V = 32767 -> min(15, 32767 // 1000) = 15 spikes, V = 32767 - 15000
     layer = LayerProgram("leaky", "subtract", 7, np.full((1, 9), 127), np.array([0]), np.array([1000]),
                          np.array([15]), max_spikes=15)
-    assert _run_single("xylo", layer, 1) == ([15], [17767])
+    assert _run_single("xylo-like", layer, 1) == ([15], [17767])
     capped = LayerProgram("leaky", "subtract", 7, np.full((1, 9), 127), np.array([0]), np.array([1000]),
                           np.array([15]), max_spikes=4)  # the chip's per-step cap: 4 spikes, V = 32767 - 4000
-    assert _run_single("xylo", capped, 1) == ([4], [28767])
+    assert _run_single("xylo-like", capped, 1) == ([4], [28767])
 
 
 # ------------------------------------------------------------------------------ hand-computed values
@@ -276,10 +278,10 @@ def test_loihi_trajectory_by_hand():
     assert s == [0, 0, 1, 0] and u == [128, 192, 0, 128]
 
 
-def test_xylo_multi_spike_trajectory_by_hand():
+def test_xylo_like_multi_spike_trajectory_by_hand():
     # dash_mem 1 (beta 0.5), w = 100, theta 30: V = 100 -> 3 spikes, V = 10; then 10 - 5 + 100 = 105
     # -> 3 spikes, V = 15; then 15 - 7 = 8 (no input)
-    s, u = _one_neuron("xylo", "leaky", "subtract", 100, 30, 1, [1, 1, 0], max_spikes=15)
+    s, u = _one_neuron("xylo-like", "leaky", "subtract", 100, 30, 1, [1, 1, 0], max_spikes=15)
     assert s == [3, 3, 0] and u == [10, 15, 8]
 
 
@@ -292,3 +294,160 @@ def test_exact_dot_float_path_is_exact_at_the_bound():
         s = torch.full((2, m), count, dtype=torch.int64)
         s[1] = torch.randint(0, count + 1, (m,), generator=g)
         assert torch.equal(fxp.exact_dot(s, w.to(torch.float32), count), s @ w)
+
+
+# ------------------------------------------------- xylosim (xylo-imu, xylo-audio2), event by event
+
+def ref_xylosim_run(program: Program, spikes):
+    """xylosim 0.1.3's `XyloLayer::evolve` in pure Python ints, from docs/fixed_point.md: every step,
+    (1) each input spike is one event adding W << w_shift to the hidden current, saturating to int16
+    after each event, sources in index order; (2) the hidden spikes of the previous step reach the
+    readout the same way (a count n is n events); (3) every neuron evolves: I -= xdec(I, dash_syn);
+    dv = -xdec(V, dash_mem) as int16; dv = sat(dv + I); dv = sat(dv + b); V = sat(V + dv); spikes
+    while V >= θ, at most 31 (hidden) or 1 (readout). spikes: [T][B][N_in] ints ->
+    (outputs [T][B][N_out], membranes and currents {layer: [T][B][N]}, counters)."""
+    hid, out_l = (as_ref(l) for l in program.layers)
+    caps = (31, 1)
+    T, B = len(spikes), len(spikes[0])
+    outs = [[None] * B for _ in range(T)]
+    mems = {k: [[None] * B for _ in range(T)] for k in (0, 1)}
+    curs = {k: [[None] * B for _ in range(T)] for k in (0, 1)}
+    counters = {k: {"spikes": 0, "synops": 0} for k in (0, 1)}
+    for b in range(B):
+        st = [{"u": [0] * len(L["bias"]), "i": [0] * len(L["bias"])} for L in (hid, out_l)]
+        prev = [0] * len(hid["bias"])
+        for t in range(T):
+            for k, (L, events) in enumerate(((hid, spikes[t][b]), (out_l, prev))):
+                counters[k]["synops"] += sum(events) * len(L["bias"])
+                for j, count in enumerate(events):
+                    for _ in range(count):
+                        for i in range(len(L["bias"])):
+                            st[k]["i"][i] = sat(st[k]["i"][i] + (L["W"][i][j] << L["w_shift"]), 16)
+            fired = []
+            for k, L in enumerate((hid, out_l)):
+                n_out = []
+                for i in range(len(L["bias"])):
+                    cur = st[k]["i"][i] - xylo_dec(st[k]["i"][i], L["ds"][i])
+                    v = st[k]["u"][i]
+                    dv = -xylo_dec(v, L["dm"][i])
+                    if dv == 32768:  # int16_t: -(-32768) wraps to -32768
+                        dv = -32768
+                    dv = sat(sat(dv + cur, 16) + L["bias"][i], 16)
+                    v = sat(v + dv, 16)
+                    n = 0
+                    while v >= L["threshold"][i] and n < caps[k]:
+                        v -= L["threshold"][i]
+                        n += 1
+                    st[k]["i"][i], st[k]["u"][i] = cur, v
+                    n_out.append(n)
+                counters[k]["spikes"] += sum(n_out)
+                mems[k][t][b], curs[k][t][b] = list(st[k]["u"]), list(st[k]["i"])
+                fired.append(n_out)
+            prev = fired[0]
+            outs[t][b] = fired[1]
+    return outs, mems, curs, counters
+
+
+def random_xylosim_program(rng, profile, big=False, sizes=(7, 9, 5)):
+    m, h, o = sizes
+    layers = []
+    for n, fan_in, cap in ((h, m, 31), (o, h, 1)):
+        shift = int(rng.integers(5, 8)) if big else int(rng.integers(0, 3))
+        th = rng.integers(1, 3000 if big else 400, size=n)
+        bias = rng.integers(-32768 if big else -30, 32768 if big else 30, size=n)
+        layers.append(LayerProgram("synaptic", "subtract", shift, rng.integers(-128, 128, (n, fan_in)), bias, th,
+                                   rng.integers(0, 16, n), decay_syn=rng.integers(0, 16, n), max_spikes=cap))
+    return Program(profile, tuple(layers), num_steps=12)
+
+
+def _xylosim_sim(prog, spikes):
+    with open_device("sim", profile=prog.profile) as dev:
+        dev.load(prog.to_bytes())
+        return dev.run(spikes, probe=True)
+
+
+@pytest.mark.parametrize("big", [False, True], ids=["normal", "saturating"])
+@pytest.mark.parametrize("profile", ["xylo-imu", "xylo-audio2"])
+def test_xylosim_sim_matches_event_by_event_reference(profile, big):
+    rng = np.random.default_rng(hash((profile, big)) % 2 ** 32)
+    prog = random_xylosim_program(rng, profile, big)
+    spikes = torch.from_numpy(rng.random((12, 3, 7)) < 0.5).to(torch.uint8)
+    res = _xylosim_sim(prog, spikes)
+    outs, mems, curs, counters = ref_xylosim_run(prog, spikes.tolist())
+    assert res.output_spikes.tolist() == outs
+    for k in (0, 1):
+        assert res.membranes[k].tolist() == mems[k], f"layer {k} membranes differ"
+    assert res.counters == counters
+    assert counters[0]["spikes"] > 0 and counters[1]["spikes"] > 0
+    if big:  # both saturations happen
+        assert any(32767 in row or -32768 in row for step in mems[0] for row in step)
+
+
+def _xylo_chip(w_in, th0, dm0, ds0, w_out=((1,),), th1=(30000,), bias0=(0,), shift0=0):
+    """A xylo-imu program with hidden weights w_in [H, M] and a readout that never fires."""
+    h = np.array(w_in)
+    hidden = LayerProgram("synaptic", "subtract", shift0, h, np.array(bias0), np.array(th0), np.array(dm0),
+                          decay_syn=np.array(ds0), max_spikes=31)
+    wo = np.array(w_out) if np.array(w_out).shape[1] == h.shape[0] else np.ones((1, h.shape[0]), int)
+    readout = LayerProgram("synaptic", "subtract", 0, wo, np.zeros(wo.shape[0], int), np.array(th1),
+                           np.ones(wo.shape[0], int), decay_syn=np.ones(wo.shape[0], int), max_spikes=1)
+    return Program("xylo-imu", (hidden, readout))
+
+
+def _hidden_trace(prog, spikes):
+    res = _xylosim_sim(prog, torch.tensor(spikes, dtype=torch.uint8).reshape(len(spikes), 1, -1))
+    ref = ref_xylosim_run(prog, torch.tensor(spikes).reshape(len(spikes), 1, -1).tolist())
+    assert res.membranes[0].tolist() == ref[1][0]
+    return res.layer_spikes[0][:, 0].tolist(), res.membranes[0][:, 0].tolist(), [c[0] for c in ref[2][0]]
+
+
+def test_xylosim_input_is_decayed_in_the_step_it_arrives():
+    # w 100, dash_syn 1, dash_mem 1, θ 60. t0: I = 100 - 50 = 50; V = 0 + 50 = 50.
+    # t1: I = 50 + 100 = 150 - 75 = 75; dv = -25 + 75 = 50: V = 100 >= 60, one spike, V = 40.
+    # t2 (no input): I = 75 - 37 = 38; dv = -20 + 38 = 18: V = 58
+    s, v, i = _hidden_trace(_xylo_chip([[100]], [60], [1], [1]), [[1], [1], [0]])
+    assert (s, v, i) == ([[0], [1], [0]], [[50], [40], [58]], [[50], [75], [38]])
+
+
+def test_xylosim_saturates_after_every_event_in_source_order():
+    # shift 7: 127 -> 16256, -128 -> -16384. Sources 0..3 = 127, 127, 127, -128: 16256, 32512, 32767
+    # (saturated), 16383; the other order reaches 32384 without saturating. dash_syn 15: I - 1.
+    fwd = _xylo_chip([[127, 127, 127, -128]], [30000], [15], [15], shift0=7)
+    rev = _xylo_chip([[-128, 127, 127, 127]], [30000], [15], [15], shift0=7)
+    assert _hidden_trace(fwd, [[1, 1, 1, 1]])[2] == [[16382]]
+    assert _hidden_trace(rev, [[1, 1, 1, 1]])[2] == [[32383]]
+
+
+def test_xylosim_current_with_dash_syn_zero_receives_nothing():
+    s, v, i = _hidden_trace(_xylo_chip([[127]], [5], [3], [0]), [[1], [1], [1]])
+    assert (s, v, i) == ([[0]] * 3, [[0]] * 3, [[0]] * 3)
+
+
+def test_xylosim_dash_mem_zero_wraps_at_minus_32768():
+    # shift 7, weights -128, -128, 127, 127. t0 (sources 0, 1): I' = -32768, dash_syn 15: I = -32767;
+    # bias -100: V = sat(-32767 - 100) = -32768. t1 (sources 2, 3): I' = -32767 + 32512 = -255,
+    # I = -254; dv = -xdec(-32768, 0) = 32768 wraps to -32768 (int16_t), so dv = sat(-32768 - 254 - 100)
+    # and V stays -32768. Without the wrap: dv = 32768 - 254 - 100 = 32414 and V = -354.
+    prog = _xylo_chip([[-128, -128, 127, 127]], [100], [0], [15], bias0=[-100], shift0=7)
+    s, v, i = _hidden_trace(prog, [[1, 1, 0, 0], [0, 0, 1, 1]])
+    assert i == [[-32767], [-254]] and v == [[-32768], [-32768]] and s == [[0], [0]]
+
+
+def test_xylosim_readout_reads_the_hidden_spikes_of_the_step_before():
+    # hidden: w 127, dash_syn 1, dash_mem 0, θ 1, input at t0 only. t0: I = 127 - 63 = 64, V = 64:
+    # 31 spikes (the cap), V = 33. t1: I = 32, dv = -33 + 32: V = 32, 31 spikes, V = 1. t2: I = 16,
+    # V = 16: 16 spikes, V = 0.
+    # readout: w 10, θ 5, dash_syn 15, dash_mem 0. t0: nothing has arrived, V = 0. t1: the 31 spikes
+    # of t0 are 31 events of 10: I = 310 - 1 = 309, V = 309: one spike (the cap), V = 304.
+    # t2: I = 309 + 310 - 1 = 618, dv = -304 + 618: V = 618, one spike, V = 613.
+    hidden = LayerProgram("synaptic", "subtract", 0, np.array([[127]]), np.array([0]), np.array([1]), np.array([0]),
+                          decay_syn=np.array([1]), max_spikes=31)
+    readout = LayerProgram("synaptic", "subtract", 0, np.array([[10]]), np.array([0]), np.array([5]), np.array([0]),
+                           decay_syn=np.array([15]), max_spikes=1)
+    prog = Program("xylo-imu", (hidden, readout))
+    res = _xylosim_sim(prog, torch.tensor([1, 0, 0], dtype=torch.uint8).reshape(3, 1, 1))
+    assert res.layer_spikes[0].flatten().tolist() == [31, 31, 16]
+    assert res.membranes[0].flatten().tolist() == [33, 1, 0]
+    assert res.output_spikes.flatten().tolist() == [0, 1, 1]
+    assert res.membranes[1].flatten().tolist() == [0, 304, 613]
+    assert res.counters[1]["synops"] == 31 + 31  # the events delivered: t0's and t1's hidden spikes

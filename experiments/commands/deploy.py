@@ -17,7 +17,7 @@ def register(sub) -> None:
     p = sub.add_parser("deploy", help="run a checkpoint on a device (sim, sim:cuda, emulator, serial://...)")
     p.add_argument("checkpoint")
     p.add_argument("--device", default="sim", help="device URI: sim, sim:cuda, emulator, serial:///dev/ttyACM0?baud=...")
-    p.add_argument("--profile", default="mcu", help="chip profile: mcu, loihi, xylo")
+    p.add_argument("--profile", default="mcu", help="chip profile: mcu, loihi, xylo-imu, xylo-audio2, xylo-like")
     add_number(p, "--max-spikes", default=1, help="xylo: spikes per neuron per step")
     add_dataset_args(p)
     p.set_defaults(dataset=None)

@@ -32,7 +32,7 @@ def register(sub) -> None:
     p.add_argument("--data-dir", default=None, help="folder with IDX files (fashion-mnist, mnist)")
     p.add_argument("--device", default="emulator",
                    help="device URI: sim, sim:cuda, emulator (host firmware on a pty), serial:///dev/ttyACM0?baud=...")
-    p.add_argument("--profile", default="mcu", help="chip profile: mcu, loihi, xylo")
+    p.add_argument("--profile", default="mcu", help="chip profile: mcu, loihi, xylo-imu, xylo-audio2, xylo-like")
     p.add_argument("--out", default="runs/main", help="output folder (checkpoint, program, plots, report)")
     p.add_argument("--checkpoint", default=None, help="use this checkpoint instead of training")
     p.add_argument("--retrain", action="store_true", help="train even if OUT/model.safetensors exists")

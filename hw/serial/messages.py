@@ -12,6 +12,7 @@ from enum import IntEnum
 
 import numpy as np
 
+from ..profiles import PROFILE_BY_ID
 from .frame import PROTOCOL_VERSION
 
 
@@ -59,7 +60,7 @@ RUN_HEADER = struct.Struct("<BBHIH")      # flags, encoding, steps_per_sample, f
 LOAD_HEADER = struct.Struct("<III")       # total, offset, program_crc
 ERROR_HEADER = struct.Struct("<BBI")      # code, detail, value
 COUNTER = struct.Struct("<II")            # spikes, synops
-PROFILE_IDS = {1: "mcu", 2: "loihi", 3: "xylo"}
+PROFILE_IDS = {pid: p.name for pid, p in PROFILE_BY_ID.items()}  # the one registry: hw/profiles
 
 
 def type_name(t: int) -> str:

@@ -1,6 +1,7 @@
 """Vendor simulators as external checks of the device arithmetic (docs/vendor_checks.md).
 
 `lava_env` creates the Python 3.10 side venv with lava-nc, `lava_runner` is the script that venv runs,
-`lava` maps a `loihi` program onto it and aligns its traces with the `sim` device's. Nothing here
-imports a vendor package into spikeloop's own environment.
+`lava` maps a `loihi` program onto it and aligns its traces with the `sim` device's; Lava never enters
+spikeloop's own environment. `xylo` drives SynSense's xylosim in-process (the optional extra
+`.[vendor]`) for the `xylo-imu` / `xylo-audio2` profiles.
 """
