@@ -12,7 +12,8 @@ bytes in C order, after the prefix line "spikeloop-tensors-v1\n". `load_checkpoi
 and refuses a mismatch (flipped or overwritten bytes) with a CheckpointError. Checkpoints written
 before the digest existed (same `format_version` 1, no `tensor_sha256` key) still load, with a
 `CheckpointWarning` that their weights cannot be verified; loading and saving one again adds the
-digest. The digest is an optional key of version 1, not a new version: a reader that ignores it
+digest; one with `tensor_sha256` but no `metadata_sha256` loads with a warning too. The digests are
+optional keys of version 1, not a new version: a reader that ignores it
 reads the file exactly as before.
 
 Weights holding NaN or Inf are refused when saving and when loading (`snn.finite`). A state dict
@@ -180,11 +181,13 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         if METADATA_DIGEST_KEY in meta:
             raise CheckpointError(f"{path}: corrupt checkpoint header: {METADATA_DIGEST_KEY} without {DIGEST_KEY}")
     else:
-        if meta.get(METADATA_DIGEST_KEY) != metadata_digest(meta):
+        if METADATA_DIGEST_KEY not in meta:
+            warnings.warn(f"{path}: checkpoint has no metadata digest ({METADATA_DIGEST_KEY}; written by an older "
+                          "spikeloop), so a corrupted spec cannot be detected; save it again to add one",
+                          CheckpointWarning, stacklevel=2)
+        elif meta[METADATA_DIGEST_KEY] != metadata_digest(meta):
             raise CheckpointError(f"{path}: corrupt checkpoint header: the metadata (spec, metrics, extra) does "
-                                  f"not match the {METADATA_DIGEST_KEY} recorded when it was saved"
-                                  if METADATA_DIGEST_KEY in meta else
-                                  f"{path}: corrupt checkpoint header: {DIGEST_KEY} without {METADATA_DIGEST_KEY}")
+                                  f"not match the {METADATA_DIGEST_KEY} recorded when it was saved")
         actual = tensor_digest(tensors)
         if actual != expected:
             raise CheckpointError(f"{path}: corrupt checkpoint data: the tensors' SHA-256 {actual[:16]}... does "

@@ -207,6 +207,16 @@ def test_changed_metadata_is_refused_by_the_metadata_digest(tmp_path, field, val
         load_checkpoint(path)
 
 
+def test_checkpoint_with_tensor_digest_only_loads_with_a_warning(tmp_path):
+    from snn.checkpoint import CheckpointWarning
+    path = tmp_path / "t.safetensors"
+    sd = build_model(small_spec()).state_dict()
+    _rewrite(path, sd, **{METADATA_DIGEST_KEY: None})
+    with pytest.warns(CheckpointWarning, match="no metadata digest"):
+        ckpt = load_checkpoint(path)
+    assert all(torch.equal(ckpt.state_dict[k], v) for k, v in sd.items())
+
+
 def st_load_meta(path):
     data = path.read_bytes()
     n = int.from_bytes(data[:8], "little")
