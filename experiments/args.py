@@ -91,6 +91,7 @@ RANGES: dict[str, Range] = {
     "--max-spikes": Range(int, 1, 15),
     "--baud": Range(int, 50, 20_000_000),
     "--timeout-s": Range(float, 0.0, 3600.0, lo_open=True),
+    "--dt-s": Range(float, 0.0, 1.0, lo_open=True),  # export --format nir: Euler step of the time constants
     # continual learning
     "--tasks": Range(int, 1, 1000),
     "--train-per-task": Range(int, 1, _MANY),

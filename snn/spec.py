@@ -433,7 +433,7 @@ class ModelSpec:
     """A whole network.
 
     input_shape: feature shape of one time step of one sample, e.g. (64,) or (1, 28, 28).
-    dt_s: simulation time step in seconds (beta = exp(-dt_s / tau_mem_s)).
+    dt_s: simulation time step in seconds (beta = 1 - dt_s / tau_mem_s, `beta_from_tau`).
     num_steps: time steps T per sample.
     encoder: {"type": <name in encoders.ENCODERS>, **params} turning intensities into input spikes.
     """
@@ -577,14 +577,24 @@ def load_spec(path: str | Path) -> ModelSpec:
 
 
 def beta_from_tau(tau_s: float, dt_s: float) -> float:
-    """Membrane decay per step for an exponential time constant: beta = exp(-dt_s / tau_s)."""
-    if tau_s <= 0 or dt_s <= 0:
+    """Decay per step of a time constant, forward Euler: beta = 1 - dt_s / tau_s.
+
+    The one convention for continuous-time parameters (docs/neuron_semantics.md, "Time
+    constants"): a spikeloop layer with decay beta is the forward-Euler step of
+    `tau dv/dt = -v + r I` with `r = tau/dt`, which is how NIR's consumers (snnTorch's
+    `import_from_nir`, Norse) discretise NIR's LIF. Needs tau_s >= dt_s (beta >= 0)."""
+    if not (tau_s > 0 and dt_s > 0):  # also refuses NaN
         raise ValueError(f"tau_s and dt_s must be > 0, got tau_s={tau_s}, dt_s={dt_s}")
-    return math.exp(-dt_s / tau_s)
+    if tau_s < dt_s:
+        raise ValueError(f"tau_s = {tau_s} s is shorter than dt_s = {dt_s} s: forward Euler gives beta < 0")
+    return 1.0 - dt_s / tau_s
 
 
 def tau_from_beta(beta: float, dt_s: float) -> float:
-    """Inverse of `beta_from_tau`: tau_s = -dt_s / ln(beta), for 0 < beta < 1."""
-    if not 0 < beta < 1:
-        raise ValueError(f"beta must be in (0, 1) to have a finite time constant, got {beta}")
-    return -dt_s / math.log(beta)
+    """Inverse of `beta_from_tau`: tau_s = dt_s / (1 - beta), for 0 <= beta < 1 (beta = 1 is an
+    integrator, with no finite time constant)."""
+    if not 0 <= beta < 1:
+        raise ValueError(f"beta must be in [0, 1) to have a finite time constant, got {beta}")
+    if not dt_s > 0:
+        raise ValueError(f"dt_s must be > 0, got {dt_s}")
+    return dt_s / (1.0 - beta)

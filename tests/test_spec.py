@@ -344,12 +344,14 @@ def test_scalar_and_per_neuron_params_are_normalised():
 
 
 def test_beta_tau_conversion():
-    # tau = 20 ms, dt = 1 ms: beta = exp(-1/20) = 0.951229424500714
-    assert beta_from_tau(20e-3, 1e-3) == pytest.approx(0.951229424500714, rel=1e-12)
-    assert tau_from_beta(0.951229424500714, 1e-3) == pytest.approx(20e-3, rel=1e-12)
-    assert beta_from_tau(1e-3, 1e-3) == pytest.approx(math.exp(-1), rel=1e-15)
+    # forward Euler (docs/neuron_semantics.md): tau = 20 ms, dt = 1 ms: beta = 1 - 1/20 = 0.95
+    assert beta_from_tau(20e-3, 1e-3) == pytest.approx(0.95, rel=1e-15)
+    assert tau_from_beta(0.95, 1e-3) == pytest.approx(20e-3, rel=1e-12)
+    assert beta_from_tau(1e-3, 1e-3) == 0.0 and tau_from_beta(0.0, 1e-3) == 1e-3
     with pytest.raises(ValueError, match="tau_s"):
         beta_from_tau(0.0, 1e-3)
+    with pytest.raises(ValueError, match="shorter than dt_s"):
+        beta_from_tau(0.5e-3, 1e-3)
     with pytest.raises(ValueError, match="beta"):
         tau_from_beta(1.0, 1e-3)
 

@@ -1,4 +1,9 @@
-"""`spikeloop export CKPT --format program|nir`: a device program (binary + JSON view) or a NIR graph."""
+"""`spikeloop export CKPT --format program|nir`: a device program (binary + JSON view) or a NIR graph.
+
+NIR: `--dt-s` is the Euler step of the time constants (default: the model's own dt_s);
+`--nir-target` writes the graph in the form one consumer's importer reads right (`hw.nir_graph.TARGETS`:
+generic, snntorch, norse, nirtorch). The result names, per spiking layer, whether that consumer
+reproduces it spike for spike (measured in tests/test_nir_interop.py)."""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ from pathlib import Path
 
 from experiments.args import add_number
 from experiments.output import add_json_flag, emit
+from hw.nir_graph import TARGETS, export_nir, target_report, write_nir
 from snn.checkpoint import load_checkpoint
 
 
@@ -15,21 +21,37 @@ def register(sub) -> None:
     p.add_argument("--format", choices=["program", "nir"], default="program")
     p.add_argument("--profile", default="mcu", help="chip profile for --format program (mcu, loihi, xylo)")
     add_number(p, "--max-spikes", default=1, help="xylo: spikes per neuron per step")
+    add_number(p, "--dt-s", default=None,
+               help="--format nir: the Euler step in seconds the NIR time constants are written for "
+                    "(tau = dt/(1 - beta)); default: the model's own dt_s (snntorch target: 1e-4)")
+    p.add_argument("--nir-target", choices=list(TARGETS), default=None,
+                   help="--format nir: the consumer to write for: generic (default; spikeloop reads it back "
+                        "exactly), snntorch (import_from_nir hard-codes dt = 1e-4 s), norse (from_nir ignores "
+                        "LIF r and AvgPool2d), nirtorch (its default Affine map drops the bias)")
     p.add_argument("--out", required=True, help="output file (.slpg program; .nir/.h5 NIR graph)")
     add_json_flag(p)
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
+    if args.format != "nir" and (args.dt_s is not None or args.nir_target is not None):
+        raise ValueError("--dt-s and --nir-target apply to --format nir only")
     ckpt = load_checkpoint(args.checkpoint)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     if args.format == "nir":
-        from hw.nir_graph import export_nir, write_nir
-        graph = export_nir(ckpt.spec, ckpt.state_dict)
+        target = args.nir_target or "generic"
+        graph = export_nir(ckpt.spec, ckpt.state_dict, dt_s=args.dt_s, target=target)
         write_nir(graph, out)
-        emit({"format": "nir", "out": out, "nodes": sorted(graph.nodes), "bytes": out.stat().st_size},
-             args.json, title=f"wrote NIR graph {out}")
+        layers = target_report(ckpt.spec, target)
+        emit({"format": "nir", "out": out, "nir_target": target, "consumer": TARGETS[target].consumer,
+              "dt_s": graph.metadata["dt_s"],
+              "model_dt_s": ckpt.spec.dt_s, "nodes": sorted(graph.nodes), "bytes": out.stat().st_size,
+              "consumer_exact": all(l["exact"] for l in layers),
+              "not_reproduced": ", ".join(f"layer {l['layer']} ({l['type']}, {l['reset']})"
+                                          for l in layers if not l["exact"]) or "none",
+              "layers": layers},
+             args.json, title=f"wrote NIR graph {out} for {target}")
         return 0
     from hw.compiler import compile_model
     prog = compile_model(ckpt.spec, ckpt.state_dict, args.profile, max_spikes=args.max_spikes)
