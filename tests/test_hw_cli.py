@@ -67,3 +67,39 @@ def test_cli_errors(tmp_path, capsys, trained_digits_checkpoint):
     assert "unknown device backend 'warp'" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["export", ck, "--format", "onnx", "--out", str(tmp_path / "x")])
+
+
+def test_deploy_a_nir_graph_runs_like_its_checkpoint(tmp_path, capsys, trained_digits_checkpoint):
+    """Import then deploy: the checkpoint exported to NIR and deployed from the .nir file gives the
+    same program and the same device and float results as deploying the checkpoint (emulated board)."""
+    ck = str(trained_digits_checkpoint)
+    run_json(capsys, ["export", ck, "--format", "nir", "--out", str(tmp_path / "m.nir"), "--json"])
+    args = ["--device", "emulator", "--profile", "mcu", "--dataset", "digits", "--max-test", "40",
+            "--no-progress", "--json"]
+    from_ckpt = run_json(capsys, ["deploy", ck, *args])
+    from_nir = run_json(capsys, ["deploy", str(tmp_path / "m.nir"), *args])
+    for key in ("device_accuracy", "float_accuracy", "agreement_with_float", "agreement_with_sim",
+                "spikes", "synops", "test_samples", "program_crc32"):
+        assert from_nir[key] == from_ckpt[key], key
+    assert from_nir["agreement_with_sim"] == 1.0 and from_nir["test_samples"] == 40
+    # a foreign graph without dt needs --dt-s; a checkpoint refuses it
+    assert main(["deploy", ck, "--dt-s", "0.001", *args]) == 2
+    assert "--dt-s applies to a NIR graph" in capsys.readouterr().err
+
+
+def test_deploy_a_foreign_nir_graph_needs_its_time_step(tmp_path, capsys):
+    """A hand-built continuous-time graph (no dt anywhere) is refused until --dt-s says its step."""
+    import numpy as np
+    rng = np.random.default_rng(0)
+    tau = np.full(10, 0.02)
+    graph = nir.NIRGraph.from_list(
+        nir.Input(input_type=np.array([64])),
+        nir.Affine(weight=rng.normal(0, 0.6, (10, 64)).astype(np.float32), bias=np.zeros(10, np.float32)),
+        nir.LIF(tau=tau, r=tau / 1e-3, v_leak=np.zeros(10), v_threshold=np.ones(10), v_reset=np.zeros(10)),
+        nir.Output(output_type=np.array([10])))
+    nir.write(str(tmp_path / "g.nir"), graph)
+    args = ["deploy", str(tmp_path / "g.nir"), "--dataset", "digits", "--max-test", "20", "--no-progress", "--json"]
+    assert main(args) == 2
+    assert "dt" in capsys.readouterr().err
+    res = run_json(capsys, args + ["--dt-s", "0.001"])
+    assert res["test_samples"] == 20 and res["program_bytes"] > 0 and res["spikes"] > 0

@@ -1,5 +1,8 @@
 """`spikeloop deploy CKPT --device URI --profile P`: run a compiled checkpoint on a device over the
-test set and compare with the float model (and, for devices other than `sim`, with `sim`)."""
+test set and compare with the float model (and, for devices other than `sim`, with `sim`).
+
+CKPT is a spikeloop checkpoint (.safetensors) or a NIR graph (.nir, from spikeloop or another tool,
+read by `hw.nir_graph.import_nir`; `--dt-s` gives the time step of a graph that records none)."""
 
 from __future__ import annotations
 
@@ -15,7 +18,7 @@ from snn.training import EVAL_SEED
 
 def register(sub) -> None:
     p = sub.add_parser("deploy", help="run a checkpoint on a device (sim, sim:cuda, emulator, serial://...)")
-    p.add_argument("checkpoint")
+    p.add_argument("checkpoint", help="a checkpoint (.safetensors) or a NIR graph (.nir)")
     p.add_argument("--device", default="sim", help="device URI: sim, sim:cuda, emulator, serial:///dev/ttyACM0?baud=...")
     p.add_argument("--profile", default="mcu", help="chip profile: mcu, loihi, xylo-imu, xylo-audio2, xylo-like")
     add_number(p, "--max-spikes", default=1, help="xylo: spikes per neuron per step")
@@ -23,6 +26,7 @@ def register(sub) -> None:
     p.set_defaults(dataset=None)
     add_number(p, "--batch-size", default=256, help="samples per Device.run call")
     add_number(p, "--seed", default=EVAL_SEED, help="input encoding seed")
+    add_number(p, "--dt-s", default=None, help="NIR input: time step in seconds of a graph that records none")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--plot", default=None, help="write a PNG: device vs float output spike counts, per-layer errors")
     add_json_flag(p)
@@ -95,9 +99,24 @@ def deploy_checkpoint(ckpt, data, device_uri: str, profile: str, seed: int = EVA
     return Deployment(result, prog, fpred, fraster, run, y)
 
 
+def load_model_file(path: str, dt_s: float | None = None):
+    """A `Checkpoint` from a .safetensors checkpoint or, for a .nir file, from its NIR graph (no
+    metrics; the dataset defaults to digits unless --dataset says otherwise)."""
+    from pathlib import Path
+
+    if Path(path).suffix.lower() != ".nir":
+        if dt_s is not None:
+            raise ValueError("--dt-s applies to a NIR graph (.nir) only; a checkpoint has its own dt_s")
+        return load_checkpoint(path)
+    from hw.nir_graph import import_nir
+    from snn.checkpoint import Checkpoint
+    spec, state = import_nir(path, dt_s=dt_s)
+    return Checkpoint(spec, state, metrics={}, extra={"source": "nir"})
+
+
 def run(args) -> int:
     t_start = time.perf_counter()
-    ckpt = load_checkpoint(args.checkpoint)
+    ckpt = load_model_file(args.checkpoint, args.dt_s)
     args.dataset = args.dataset or ckpt.extra.get("dataset", "digits")
     data = load_data(args)
     dep = deploy_checkpoint(ckpt, data, args.device, args.profile, args.seed, args.batch_size,
