@@ -20,6 +20,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import torch
 
+from .profiles import get_profile
 from .program import Program
 
 DEVICE_API_VERSION = 1
@@ -130,10 +131,13 @@ def check_input_spikes(spikes: torch.Tensor, num_inputs: int) -> torch.Tensor:
 def as_program(program: Program | bytes | bytearray, expected_profile: str | None = None) -> Program:
     """A `Program` from a Program or its bytes (validated; `ProgramError` if bad)."""
     if isinstance(program, Program):
-        if expected_profile is not None and program.profile != expected_profile:
+        # by id, as Program.from_bytes does: a device opened under a deprecated name (xylo) runs
+        # its profile's programs
+        if expected_profile is not None and \
+                get_profile(program.profile).profile_id != get_profile(expected_profile).profile_id:
             from .program import ProgramError
             raise ProgramError(f"program is for profile {program.profile!r}, this device runs "
-                               f"{expected_profile!r}")
+                               f"{expected_profile!r}", "5.1")
         return program
     if isinstance(program, (bytes, bytearray, memoryview)):
         return Program.from_bytes(bytes(program), expected_profile)
