@@ -17,14 +17,12 @@ from experiments.output import add_json_flag, emit
 
 def measure(checkpoint: str, levels: list[int | None], max_test: int | None = None) -> dict:
     from experiments.commands.deploy import deploy_checkpoint
-    from experiments.commands.train import load_data
+    from experiments.commands.train import checkpoint_data
     from hw import compiler
     from snn.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(checkpoint)
-    args = argparse.Namespace(dataset=ckpt.extra.get("dataset", "digits"), data_dir=None, download=False,
-                              max_test=max_test, max_train=None)
-    data = load_data(args)
+    data = checkpoint_data(ckpt, max_test)
     rows, saved = [], compiler.LOIHI_MAX_SCALES
     try:
         for g in levels:

@@ -66,6 +66,14 @@ def load_data(args):
     return data
 
 
+def checkpoint_data(ckpt, max_test: int | None = None):
+    """The dataset a checkpoint was trained on (its `extra["dataset"]`, else digits), test set
+    subset as `--max-test` does; for scripts that take a checkpoint but no dataset options."""
+    import argparse
+    return load_data(argparse.Namespace(dataset=ckpt.extra.get("dataset", "digits"), data_dir=None,
+                                        download=False, max_test=max_test, max_train=None))
+
+
 def make_spec(args, data):
     if args.model in PRESETS:
         kw = {}

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "board_output.h"
 #include "harness.h"
 #include "sl_cobs.h"
 #include "sl_core.h"
@@ -381,25 +382,10 @@ static void test_rx_refuses_payload_above_max(void)
 static uint8_t g_out_payload[MAX_OUT_FRAMES][SL_MAX_WIRE];
 static int exchange(const uint8_t *wire, size_t n, sl_frame *out)
 {
-    static sl_rx rx;
-    size_t i;
-    int frames = 0;
     g_sink.len = 0;
     if (sl_proto_feed(&g_ctx, wire, n) != SL_OK)
         return -2;
-    sl_rx_init(&rx);
-    for (i = 0; i < g_sink.len; i++) {
-        sl_frame f;
-        sl_rx_event ev = sl_rx_push(&rx, g_sink.buf[i], &f);
-        if (ev == SL_RX_NONE)
-            continue;
-        if (ev != SL_RX_FRAME || frames == MAX_OUT_FRAMES)
-            return -1;
-        memcpy(g_out_payload[frames], f.payload, f.len);
-        f.payload = g_out_payload[frames];
-        out[frames++] = f;
-    }
-    return rx.len == 0 ? frames : -1;
+    return decode_board_output(g_sink.buf, g_sink.len, out, g_out_payload, MAX_OUT_FRAMES);
 }
 
 static size_t wire_frame(uint8_t *wire, size_t cap, uint8_t type, uint16_t seq, size_t len,

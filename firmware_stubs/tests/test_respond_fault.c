@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "board_output.h"
 #include "harness.h"
 #include "sl_frame.h"
 
@@ -48,35 +49,21 @@ static int sink_write(void *user, const uint8_t *data, size_t n)
 
 static sl_proto g_ctx;
 static sink_t g_sink;
-static uint8_t g_payloads[4][SL_MAX_PAYLOAD];
+static uint8_t g_payloads[4][SL_MAX_WIRE];
 
 /* Send PING(seq, text); decode what the board wrote. Returns the number of intact frames, -1 when
  * the output holds anything that is not an intact frame. */
 static int ping(uint16_t seq, const char *text, sl_frame *out)
 {
     uint8_t wire[128];
-    size_t n = 0, i;
-    int frames = 0;
-    sl_rx rx;
+    size_t n = 0;
     if (sl_frame_encode(1, SL_MSG_PING, seq, (const uint8_t *)text, strlen(text), wire,
                         sizeof wire, &n) != SL_OK)
         return -3;
     g_sink.len = 0;
     if (sl_proto_feed(&g_ctx, wire, n) != SL_OK)
         return -2;
-    sl_rx_init(&rx);
-    for (i = 0; i < g_sink.len; i++) {
-        sl_frame f;
-        sl_rx_event ev = sl_rx_push(&rx, g_sink.buf[i], &f);
-        if (ev == SL_RX_NONE)
-            continue;
-        if (ev != SL_RX_FRAME || frames == 4)
-            return -1;
-        memcpy(g_payloads[frames], f.payload, f.len);
-        f.payload = g_payloads[frames];
-        out[frames++] = f;
-    }
-    return rx.len == 0 ? frames : -1;
+    return decode_board_output(g_sink.buf, g_sink.len, out, g_payloads, 4);
 }
 
 static int is_pong(const sl_frame *f, uint16_t seq, const char *text)
