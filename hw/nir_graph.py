@@ -57,6 +57,10 @@ NIR_EXPORT_VERSION = 2  # 2: encoder as JSON, model_dt_s, nir_target; 1 wrote th
 READABLE_VERSIONS = (1, 2)
 RESET_KEY = "spikeloop_reset"
 SNNTORCH_DT_S = 1e-4  # the dt snnTorch 1.0's import_from_nir hard-codes (snntorch/import_nir.py)
+# The step the time constants are written for when none is asked for: snnTorch's, so that its importer
+# runs the CLI's default export as spikeloop does (leaky layers with reset zero, spike for spike). The
+# model's own step is kept in the metadata as `model_dt_s`.
+DEFAULT_DT_S = SNNTORCH_DT_S
 DISCRETIZATION = "forward_euler"
 
 
@@ -68,7 +72,7 @@ class NIRError(ValueError):
 class NIRTarget:
     """How `export_nir` writes a graph for one consumer.
 
-    fixed_dt_s: the Euler step the consumer hard-codes (None: `dt_s`, default the spec's).
+    fixed_dt_s: the Euler step the consumer hard-codes (None: `dt_s`, default `DEFAULT_DT_S`).
     lif_gain: "r" — LIF input gain as NIR's `r = tau/dt`; "weights" — `r = 1` and tau/dt folded
         into the weights (and biases) of the weight node in front (for a consumer that ignores r).
     bias: "affine" — Affine nodes; "v_leak" — Linear nodes, a bias b moved into the next LIF's
@@ -140,7 +144,7 @@ def _export_dt(spec: ModelSpec, dt_s, t: NIRTarget) -> float:
             raise NIRError(f"NIR target {t.name!r}: {t.consumer} hard-codes dt = {t.fixed_dt_s:g} s, so dt_s "
                            f"must be {t.fixed_dt_s:g} or omitted, got {dt_s!r}")
         return t.fixed_dt_s
-    dt = float(spec.dt_s if dt_s is None else dt_s)
+    dt = float(DEFAULT_DT_S if dt_s is None else dt_s)
     if not (dt > 0 and math.isfinite(dt)):
         raise NIRError(f"dt_s must be a positive number of seconds, got {dt_s!r}")
     return dt
@@ -150,8 +154,9 @@ def export_nir(spec: ModelSpec, state_dict: dict, dt_s: float | None = None,
                target: str = "generic") -> nir.NIRGraph:
     """The NIR graph of `spec` with trained `state_dict`.
 
-    dt_s: the Euler step of the time constants (default: spec.dt_s; the `snntorch` target fixes
-    1e-4). target: a name in `TARGETS` — the consumer whose importer the graph is written for."""
+    dt_s: the Euler step in seconds the time constants are written for (default `DEFAULT_DT_S`,
+    1e-4, whatever the spec's own dt_s, which is recorded as `model_dt_s`; the `snntorch` target
+    allows 1e-4 only). target: a name in `TARGETS` — the consumer whose importer the graph is written for."""
     t = _target(target)
     dt = _export_dt(spec, dt_s, t)
     require_finite(state_dict, "NIR export", NIRError)
@@ -441,8 +446,31 @@ def _shape_of(types: dict) -> tuple[int, ...]:
     return tuple(int(x) for x in np.asarray(next(iter(types.values()))).reshape(-1))
 
 
+# Producers whose graphs need a correction before NIR's equations hold (`import_nir(producer=...)`):
+# Norse 1.1.0's `to_nir` writes `tau = dt / tau_mem_inv` (norse/torch/utils/export_nir.py), i.e.
+# dt·τ instead of τ, for LIF, CubaLIF (tau_mem and tau_syn) and LI; dividing by dt restores τ. And its
+# LIFCell (written as CubaLIF with w_in = 1) adds the input to the current with gain 1, where NIR's
+# forward Euler gives dt/τ_syn·w_in: the equal NIR node has w_in = τ_syn/dt.
+PRODUCERS = {"nir": "a graph that follows NIR's equations (spikeloop, snnTorch, hand-written)",
+             "norse": "Norse 1.1.0 norse.torch.to_nir(module, sample, dt): time constants written as dt·tau, "
+                      "LIFCell's current gain 1 written as w_in = 1"}
+
+
+def _from_producer(node, producer: str, dt: float):
+    """`node` with the time constants it means, for graphs from `producer` (see PRODUCERS)."""
+    if producer == "nir" or not isinstance(node, (nir.LIF, nir.CubaLIF)):
+        return node
+    if isinstance(node, nir.LIF):
+        return nir.LIF(tau=np.asarray(node.tau, np.float64) / dt, r=node.r, v_leak=node.v_leak,
+                       v_threshold=node.v_threshold, v_reset=node.v_reset, metadata=node.metadata)
+    tau_syn = np.asarray(node.tau_syn, np.float64) / dt
+    return nir.CubaLIF(tau_mem=np.asarray(node.tau_mem, np.float64) / dt, tau_syn=tau_syn, r=node.r,
+                       v_leak=node.v_leak, v_threshold=node.v_threshold, v_reset=node.v_reset,
+                       w_in=np.asarray(node.w_in, np.float64) * tau_syn / dt, metadata=node.metadata)
+
+
 def import_nir(graph: nir.NIRGraph | str | Path, dt_s: float | None = None, num_steps: int | None = None,
-               name: str = "nir") -> tuple[ModelSpec, dict]:
+               name: str = "nir", producer: str = "nir") -> tuple[ModelSpec, dict]:
     """A (ModelSpec, state_dict) from a NIR graph (an object or a file written by nir.write).
 
     dt_s: the Euler step the graph's time constants are discretised with (β = 1 − dt/τ, the one
@@ -452,7 +480,10 @@ def import_nir(graph: nir.NIRGraph | str | Path, dt_s: float | None = None, num_
     The spec's dt_s is the graph's `model_dt_s` when recorded (spikeloop's own files), else dt_s.
     Neuron input gains (r·dt/tau, w_in) are folded into the threshold, a LIF's `v_leak` into the bias
     of the Linear in front (b = v_leak/r). Reset: the node metadata `spikeloop_reset`, else `zero`
-    (NIR's v_reset semantics; v_reset must be 0)."""
+    (NIR's v_reset semantics; v_reset must be 0).
+    producer: a key of `PRODUCERS`; "norse" corrects Norse 1.1's `to_nir` time constants (dt·τ)."""
+    if producer not in PRODUCERS:
+        raise NIRError(f"unknown NIR producer {producer!r}; known: {', '.join(PRODUCERS)}")
     if isinstance(graph, (str, Path)):
         if not Path(graph).exists():
             raise FileNotFoundError(f"NIR file not found: {graph}")
@@ -523,7 +554,7 @@ def import_nir(graph: nir.NIRGraph | str | Path, dt_s: float | None = None, num_
             add(Flatten(), where)
         elif isinstance(node, (nir.LIF, nir.IF, nir.CubaLIF, nir.NIRGraph)):
             leak = {}
-            add(_import_neuron(node, dt, where, tensors, i, leak), where)
+            add(_import_neuron(_from_producer(node, producer, dt), dt, where, tensors, i, leak), where)
             if "bias" in leak:
                 _leak_into_bias(leak["bias"], layers, tensors, i, where)
         else:
@@ -646,7 +677,8 @@ def _decay(tau: np.ndarray, dt: float, name: str, where: str) -> np.ndarray:
     tau = np.asarray(tau, dtype=np.float64)
     if not np.all(tau >= dt):  # also NaN
         raise NIRError(f"{where}: {name} = 1 - dt/tau outside [0, 1] with dt = {dt} s (time constant "
-                       "shorter than the time step, or not positive); pass a smaller dt_s")
+                       "shorter than the time step, or not positive); pass a smaller dt_s (a graph from "
+                       "Norse's to_nir, which writes dt·tau: producer='norse')")
     return 1.0 - dt / tau
 
 

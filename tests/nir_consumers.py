@@ -1,6 +1,7 @@
 """Run a NIR graph in the real NIR consumers that install here, one sample at a time, and give the
-output raster: snnTorch 1.0's `import_from_nir`, Norse 1.1.0's `from_nir`, and nirtorch 2.6's
-`nir_to_torch` with its default maps and a forward-Euler neuron map written from NIR's equations.
+output raster: snnTorch 1.0's `import_from_nir`, Norse 1.1.0's `from_nir`, nirtorch 2.6's `nir_to_torch`
+with its default maps and a forward-Euler neuron map written from NIR's equations, and Rockpool
+3.1.0's `from_nir`.
 
 NIR graphs have no batch axis (the exported Flatten has start_dim=0), so each sample runs alone and
 the state starts empty for each. Every runner: (graph, x [T, B, *input_shape] float {0, 1}, dt_s)
@@ -118,4 +119,26 @@ def run_nirtorch(graph: nir.NIRGraph, x: torch.Tensor, dt_s: float) -> torch.Ten
     return _per_sample(lambda xt, s: net(xt, s), x)
 
 
-RUNNERS = {"snntorch": run_snntorch, "norse": run_norse, "nirtorch": run_nirtorch}
+
+
+def run_rockpool(graph: nir.NIRGraph, x: torch.Tensor, dt_s: float | None = None) -> torch.Tensor:
+    """Rockpool 3.1.0 `rockpool.nn.modules.torch.nir.from_nir(graph)` (it takes no dt: each neuron's
+    `dt = min(tau/(1 + r))`); nirtorch's GraphExecutor over Rockpool modules, which evolve a
+    [1, T, N] sample, keep their state between calls (reset per sample) and return spike counts."""
+    from rockpool.nn.modules.torch.nir import from_nir
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        net = from_nir(graph)
+    out = []
+    with torch.no_grad():
+        for b in range(x.shape[1]):
+            for m in net.modules():  # Rockpool modules keep their state between calls
+                if m is not net and hasattr(m, "reset_state"):
+                    m.reset_state()
+            o = net(x[:, b].reshape(1, x.shape[0], -1))
+            out.append((o[0] if isinstance(o, tuple) else o)[0])
+    return torch.stack(out, dim=1)
+
+
+RUNNERS = {"snntorch": run_snntorch, "norse": run_norse, "nirtorch": run_nirtorch, "rockpool": run_rockpool}

@@ -1,6 +1,7 @@
 """`spikeloop export CKPT --format program|nir`: a device program (binary + JSON view) or a NIR graph.
 
-NIR: `--dt-s` is the Euler step of the time constants (default: the model's own dt_s);
+NIR: `--dt-s` is the Euler step of the time constants (default 1e-4 s, `hw.nir_graph.DEFAULT_DT_S`:
+the step snnTorch's importer hard-codes; the model's own step is kept as `model_dt_s`);
 `--nir-target` writes the graph in the form one consumer's importer reads right (`hw.nir_graph.TARGETS`:
 generic, snntorch, norse, nirtorch). The result names, per spiking layer, whether that consumer
 reproduces it spike for spike (measured in tests/test_nir_interop.py)."""
@@ -23,7 +24,7 @@ def register(sub) -> None:
     add_number(p, "--max-spikes", default=1, help="xylo: spikes per neuron per step")
     add_number(p, "--dt-s", default=None,
                help="--format nir: the Euler step in seconds the NIR time constants are written for "
-                    "(tau = dt/(1 - beta)); default: the model's own dt_s (snntorch target: 1e-4)")
+                    "(tau = dt/(1 - beta)); default 1e-4, the step snnTorch's importer hard-codes (the model's own step is recorded as model_dt_s)")
     p.add_argument("--nir-target", choices=list(TARGETS), default=None,
                    help="--format nir: the consumer to write for: generic (default; spikeloop reads it back "
                         "exactly), snntorch (import_from_nir hard-codes dt = 1e-4 s), norse (from_nir ignores "
