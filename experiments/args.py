@@ -79,6 +79,7 @@ RANGES: dict[str, Range] = {
     "--val-fraction": Range(float, 0.0, 1.0, hi_open=True),  # 0: no validation split
     "--seed": Range(int, 0, 2**32 - 1),
     "--threads": Range(int, 1, 4096),
+    "--rounds": Range(int, 1, 1000),  # benchmarks (bench_train): interleaved timing rounds
     # datasets
     "--max-train": Range(int, 1, _MANY),
     "--max-test": Range(int, 1, _MANY),
@@ -92,6 +93,15 @@ RANGES: dict[str, Range] = {
     "--baud": Range(int, 50, 20_000_000),
     "--timeout-s": Range(float, 0.0, 3600.0, lo_open=True),
     "--dt-s": Range(float, 0.0, 1.0, lo_open=True),  # export --format nir: Euler step of the time constants
+    "--chunk": Range(int, 1, 100_000),         # vendor_check: samples per Lava runner call
+    "--copies": Range(int, 1, 10_000),         # vendor_check: samples side by side in one Lava network
+    "--bench-samples": Range(int, 1, 100_000),  # vendor_check --bench: samples of the slow settings
+    # hil_bench: non-ideal chips (hw/nonideal.py) and the alternatives to in-the-loop training
+    "--mismatch": Range(float, 0.0, 1.0),
+    "--noise": Range(float, 0.0, 1.0),
+    "--float-epochs": Range(int, 1, 100_000),
+    "--calib-rounds": Range(int, 0, 1000),
+    "--calib-samples": Range(int, 1, _MANY),
     # continual learning
     "--tasks": Range(int, 1, 1000),
     "--train-per-task": Range(int, 1, _MANY),
@@ -99,6 +109,8 @@ RANGES: dict[str, Range] = {
     "--ewc-lambda": Range(float, 0.0, 1e12),
     "--gpm-threshold": Range(float, 0.0, 1.0, lo_open=True),
     "--hlop-iterations": Range(int, 1, 100_000),
+    "--workers": Range(int, 1, 4096),  # continual study: parallel processes
+    "--repeats": Range(int, 1, 1000),  # continual parallel_bench: runs of each variant
 }
 
 

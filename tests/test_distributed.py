@@ -76,3 +76,33 @@ def test_torchrun_two_gloo_ranks_match_single_process(tmp_path, capsys):
         assert hd["train_loss"] == pytest.approx(hs["train_loss"], rel=1e-5)
         assert hd["train_accuracy"] == pytest.approx(hs["train_accuracy"], abs=1e-9)
         assert hd["val_accuracy"] == pytest.approx(hs["val_accuracy"], abs=1e-9)
+
+
+@pytest.mark.slow
+def test_torchrun_ranks_share_a_continual_study(tmp_path, capsys):
+    """`spikeloop continual --seeds` under torchrun: each of 2 ranks runs its share of the
+    (strategy, seed) jobs into one --out, one of them merges, and the per-seed results equal a
+    single-process run's."""
+    torchrun = shutil.which("torchrun") or os.path.join(os.path.dirname(sys.executable), "torchrun")
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")}
+    env |= {"OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    study = ["continual", "--benchmark", "permuted-digits", "--tasks", "2", "--train-per-task", "96",
+             "--test-per-task", "40", "--num-steps", "3", "--hidden", "16", "--lr", "5e-3",
+             "--strategy", "finetune,gpm", "--seeds", "2", "--no-progress", "--json"]
+    proc = subprocess.run([torchrun, "--standalone", "--nnodes", "1", "--nproc_per_node", "2", "-m",
+                           "experiments.cli", *study, "--out", str(tmp_path / "ranks")],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    outs = [json.loads(l) for l in proc.stdout.splitlines() if l.strip()]
+    assert sorted(o["meta"]["rank"] for o in outs) == [0, 1]
+    assert all(o["meta"]["world_size"] == 2 and len(o["meta"]["jobs_run_here"]) == 2 for o in outs)
+    merged = [o for o in outs if o["meta"]["complete"]]
+    assert merged  # the rank that finished last found every job file
+    assert main([*study, "--workers", "1", "--out", str(tmp_path / "single")]) == 0
+    single = json.loads(capsys.readouterr().out)
+    for name in ("finetune", "gpm"):
+        for seed in ("0", "1"):
+            a = merged[0]["strategies"][name]["per_seed"][seed]
+            b = single["strategies"][name]["per_seed"][seed]
+            assert a["accuracy_matrix"] == b["accuracy_matrix"] and a["weights_digest"] == b["weights_digest"]

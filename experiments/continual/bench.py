@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from experiments.continual.plots import accuracy_heatmaps, task_curves
+from experiments.continual.plots import accuracy_heatmaps, metric_bars, task_curves
 from experiments.continual.schedules import SCHEDULES, mlp_spec
 from experiments.output import _jsonable, add_json_flag, emit
 from snn.atomic import write_text_atomic
@@ -84,7 +84,10 @@ def parse_role_values(text: str, flag: str = "--hlop-lr"):
 
 def run(args) -> dict:
     """Run the benchmark described by parsed arguments; returns the result object (also written
-    to <out>/results.json with the plots beside it)."""
+    to <out>/results.json with the plots beside it). With --seeds or --device-eval: a multi-seed
+    study (`run_study_args`)."""
+    if args.seeds is not None or args.device_eval is not None:
+        return run_study_args(args)
     t_start = time.perf_counter()
     if args.threads is not None:
         if args.threads < 1:
@@ -141,6 +144,66 @@ def run(args) -> dict:
     out["meta"]["results_json"] = out_dir / "results.json"
     write_text_atomic(out_dir / "results.json", json.dumps(_jsonable(out), indent=1))
     return out
+
+
+def _schedule(args):
+    if args.schedule not in SCHEDULES:
+        raise ValueError(f"unknown schedule {args.schedule!r}; known: {', '.join(SCHEDULES)}")
+    return SCHEDULES[args.schedule].replace(
+        train_per_task=args.train_per_task, test_per_task=args.test_per_task, epochs=args.epochs,
+        num_steps=args.num_steps, hidden=tuple(args.hidden) if args.hidden else None,
+        batch_size=args.batch_size, lr=args.lr)
+
+
+def run_study_args(args) -> dict:
+    """The multi-seed study of `experiments.continual.study` from parsed arguments: every strategy
+    on every seed of --seeds (default: --seed alone), in --workers processes, resumable in --out;
+    writes <out>/results.json and the plots once every job is done."""
+    from experiments.continual.study import parse_seeds, run_study, study_config
+    if args.threads < 1:
+        raise ValueError(f"--threads must be >= 1, got {args.threads}")
+    torch.set_num_threads(args.threads)
+    kind, _ = parse_benchmark(args.benchmark)
+    names = parse_strategies(args.strategy)
+    sched = _schedule(args)
+    tasks = args.tasks or DEFAULT_TASKS[kind]
+    seeds = parse_seeds(args.seeds) if args.seeds is not None else (args.seed,)
+    if args.device_eval is not None:
+        from hw.profiles import get_profile
+        get_profile(args.device_eval)  # ValueError naming the known profiles
+    config = study_config(args.benchmark, tasks, names, sched, strategy_options(args, sched), device=args.device,
+                          data_dir=args.data_dir, download=args.download, device_eval=args.device_eval,
+                          device_uri=args.device_uri, progress=not args.no_progress)
+    out_dir = Path(args.out)
+    result = run_study(config, seeds, out_dir, workers=args.workers, threads=args.threads,
+                       progress=not args.no_progress)
+    meta = result["meta"]
+    meta |= {"benchmark": args.benchmark, "tasks": tasks, "schedule": sched.to_dict(), "out": out_dir,
+             "torch_version": torch.__version__, "spikeloop_version": _version(), "platform": platform.platform()}
+    if not meta["complete"]:
+        return result
+    title = f"{args.benchmark}, {tasks} tasks, {sched.name} schedule, {len(seeds)} seeds"
+    ents = result["strategies"]
+    means = {n: e["accuracy_matrix_mean"] for n, e in ents.items()}
+    stds = {n: e["accuracy_matrix_std"] for n, e in ents.items()}
+    plots = {"accuracy_matrix": accuracy_heatmaps(means, out_dir / "accuracy_matrix.png", title + " (mean ± std)",
+                                                  spread=stds),
+             "task_curves": task_curves(means, out_dir / "task_curves.png", title, spread=stds),
+             "metrics": metric_bars(result, out_dir / "metrics.png", title)}
+    dev = {n: e["device"] for n, e in ents.items() if "device" in e}
+    if dev:
+        prof = next(iter(dev.values()))["profile"]
+        mats, spread = {}, {}
+        for n, d in dev.items():
+            mats[f"{n} float"], spread[f"{n} float"] = d["float_accuracy_matrix_mean"], d["float_accuracy_matrix_std"]
+            mats[f"{n} {prof}"], spread[f"{n} {prof}"] = d["accuracy_matrix_mean"], d["accuracy_matrix_std"]
+        plots["device_accuracy_matrix"] = accuracy_heatmaps(
+            mats, out_dir / "device_accuracy_matrix.png", f"{title}: float vs {prof} (same input spikes)",
+            spread=spread, cols=2)
+    meta["plots"] = plots
+    meta["results_json"] = out_dir / "results.json"
+    write_text_atomic(out_dir / "results.json", json.dumps(_jsonable(result), indent=1))
+    return result
 
 
 def comparison_rows(results) -> list[dict]:
@@ -209,12 +272,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="presynaptic activity the subspaces learn from (HLOP and GPM; default rate)")
     p.add_argument("--hlop-spiking", action="store_true", help="spiking (quantized) lateral neurons")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", default=None,
+                   help="multi-seed study: a count N (seeds 0..N-1) or a list (0,1,2; one seed: 7,); "
+                        "every strategy on every seed, statistics over seeds")
+    p.add_argument("--workers", type=int, default=None,
+                   help="study: parallel worker processes (default: the usable cores / torchrun's "
+                        "LOCAL_WORLD_SIZE); each uses --threads torch threads")
+    p.add_argument("--device-eval", default=None, metavar="PROFILE",
+                   help="after every task, compile for this chip profile (mcu, loihi, ...) and evaluate "
+                        "every seen task on the device too (a study; with --seed alone: one seed)")
+    p.add_argument("--device-uri", default="sim", help="device for --device-eval (default sim)")
     p.add_argument("--data-dir", default=None, help="folder with IDX files (fashion-mnist, mnist)")
     p.add_argument("--download", action="store_true", help="mnist: download with torchvision if missing")
     p.add_argument("--device", default=None, help="cpu, cuda ... (default: CUDA when present)")
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads (default 1: on a shared machine more threads spin and slow down)")
-    p.add_argument("--out", default="runs/continual", help="folder for results.json and plots")
+    p.add_argument("--out", default="runs/continual",
+                   help="folder for results.json and plots (a study: also jobs/, one file per finished "
+                        "(strategy, seed), reused when the command is repeated)")
     p.add_argument("--no-progress", action="store_true")
     add_json_flag(p)
 
@@ -225,6 +300,9 @@ def report(result: dict, as_json: bool) -> None:
         emit(result, True)
         return
     meta = result["meta"]
+    if "strategies" in result or not meta.get("complete", True):
+        _report_study(result)
+        return
     print(f"{meta['benchmark']}, {meta['tasks']} tasks, {meta['schedule']['name']} schedule "
           f"({meta['seconds']:.0f} s, device {meta['device']})")
     print(format_table(meta["comparison"]))
@@ -233,6 +311,19 @@ def report(result: dict, as_json: bool) -> None:
         print(f"{name} accuracy matrix (%):")
         for row in R:
             print("  " + " ".join("  -  " if v is None else f"{100 * v:5.1f}" for v in row))
+    print(f"results: {meta['results_json']}; plots: {', '.join(str(p) for p in meta['plots'].values())}")
+
+
+def _report_study(result: dict) -> None:
+    from experiments.continual.study import format_study
+    meta = result["meta"]
+    done = f"rank {meta['rank']}/{meta['world_size']}, {meta['workers']} workers, {meta['seconds']:.0f} s; " \
+           f"jobs run here {len(meta['jobs_run_here'])}, reused {len(meta['jobs_reused'])}"
+    if not meta["complete"]:
+        print(f"{done}; waiting for other ranks: {', '.join(meta['missing'])} (re-run the same command to merge)")
+        return
+    print(f"{meta['benchmark']}, {meta['tasks']} tasks, {meta['schedule']['name']} schedule ({done})")
+    print(format_study(result))
     print(f"results: {meta['results_json']}; plots: {', '.join(str(p) for p in meta['plots'].values())}")
 
 

@@ -223,9 +223,14 @@ class _Loop:
 
 def run_sequential(spec: ModelSpec, stream: TaskStream, strategy: Strategy | str, config: ContinualConfig,
                    init_state: dict | None = None, test_spikes=None, strategy_options: dict | None = None,
-                   progress_desc: str | None = None) -> StrategyResult:
+                   progress_desc: str | None = None, progress_position: int | None = None,
+                   on_task_end=None) -> StrategyResult:
     """Learn the tasks of `stream` one after another with `strategy`; evaluate every seen task after
-    each task. Returns the accuracy matrix (entries j > i are None), ACC, BWT and timings."""
+    each task. Returns the accuracy matrix (entries j > i are None), ACC, BWT and timings.
+
+    progress_position: tqdm line of the progress bar (one per worker of a parallel study).
+    on_task_end(k, model) -> JSON-able value: called after task k's evaluation (e.g. a device
+    evaluation); must not change the model. Its values land in result.extra["task_end"]."""
     t_start = time.perf_counter()
     if isinstance(strategy, str):
         strategy = make_strategy(strategy, **(strategy_options or {}))
@@ -262,7 +267,8 @@ def run_sequential(spec: ModelSpec, stream: TaskStream, strategy: Strategy | str
     R: list[list[float | None]] = [[None] * K for _ in range(K)]
     total_batches = sum(math.ceil(len(t.train_y) / cfg.batch_size) for t in stream.tasks) * cfg.epochs
     bar = tqdm(total=total_batches, desc=progress_desc or strategy.name, leave=False,
-               disable=not cfg.progress)
+               disable=not cfg.progress, position=progress_position)
+    task_end = []
     for k, task in enumerate(stream.tasks):
         strategy.begin_task(k)
         opt = loop.optimizer()
@@ -301,15 +307,20 @@ def run_sequential(spec: ModelSpec, stream: TaskStream, strategy: Strategy | str
         for j in range(k + 1):
             R[k][j] = evaluate_task(model, stream, j, test_spikes, cfg.eval_batch_size)
         bar.set_postfix(task=k, acc=f"{sum(R[k][:k + 1]) / (k + 1):.3f}")
+        if on_task_end is not None:
+            task_end.append(on_task_end(k, model))
     bar.close()
-    return _result(strategy.name, R, t_start, loop, strategy.options(), strategy.summary() | {"model": model})
+    extra = strategy.summary() | {"model": model} | ({"task_end": task_end} if on_task_end is not None else {})
+    return _result(strategy.name, R, t_start, loop, strategy.options(), extra)
 
 
 def run_multitask(spec: ModelSpec, stream: TaskStream, config: ContinualConfig, init_state: dict | None = None,
-                  test_spikes=None, progress_desc: str | None = None) -> StrategyResult:
+                  test_spikes=None, progress_desc: str | None = None, progress_position: int | None = None,
+                  on_task_end=None) -> StrategyResult:
     """Upper bound: one network trained jointly on the union of every task's training set for
     `config.epochs` epochs (the same number of sample presentations as the sequential runs), each
-    sample scored on its own task's head. Only the last row of the accuracy matrix exists; BWT is None."""
+    sample scored on its own task's head. Only the last row of the accuracy matrix exists; BWT is None.
+    progress_position, on_task_end: as `run_sequential` (called once, with k = K - 1)."""
     t_start = time.perf_counter()
     cfg = config
     loop = _Loop(spec, stream, cfg, init_state if init_state is not None else initial_state(spec, cfg.seed))
@@ -320,7 +331,7 @@ def run_multitask(spec: ModelSpec, stream: TaskStream, config: ContinualConfig, 
     n = len(Y)
     opt = loop.optimizer()
     bar = tqdm(total=math.ceil(n / cfg.batch_size) * cfg.epochs, desc=progress_desc or MULTITASK,
-               leave=False, disable=not cfg.progress)
+               leave=False, disable=not cfg.progress, position=progress_position)
     for epoch in range(cfg.epochs):
         model.train()
         order = torch.randperm(n, generator=_gen(cfg.seed, 10_007, epoch))
@@ -338,7 +349,8 @@ def run_multitask(spec: ModelSpec, stream: TaskStream, config: ContinualConfig, 
     bar.close()
     R: list[list[float | None]] = [[None] * K for _ in range(K)]
     R[K - 1] = [evaluate_task(model, stream, j, test_spikes, cfg.eval_batch_size) for j in range(K)]
-    return _result(MULTITASK, R, t_start, loop, {}, {"model": model})
+    extra = {"model": model} | ({"task_end": [on_task_end(K - 1, model)]} if on_task_end is not None else {})
+    return _result(MULTITASK, R, t_start, loop, {}, extra)
 
 
 def _result(name, R, t_start, loop, options, extra) -> StrategyResult:
