@@ -150,12 +150,18 @@ def test_random_corpus_covers_the_edges(random_corpus):
     assert wraps > 0 and clips > 0
 
 
-@vendor
-def test_random_networks_identical_to_lava(lava_python, random_corpus):
-    """Every layer's spikes, v and u at every step of every sample, all 60 networks, one runner call."""
+@pytest.fixture(scope="module")
+def random_results(lava_python, random_corpus):
+    """The 60 networks on Lava, one sample at a time, one runner call: (results with raw traces, seconds)."""
     t0 = time.perf_counter()
-    results = run_many_on_lava(random_corpus, python=lava_python)
-    wall = time.perf_counter() - t0
+    results = run_many_on_lava(random_corpus, python=lava_python, keep_raw=True)
+    return results, time.perf_counter() - t0
+
+
+@vendor
+def test_random_networks_identical_to_lava(random_results, random_corpus):
+    """Every layer's spikes, v and u at every step of every sample, all 60 networks, one runner call."""
+    results, wall = random_results
     bad, samples, values = [], 0, 0
     for i, ((prog, x), res) in enumerate(zip(random_corpus, results)):
         assert res["meta"]["lava-nc"] == "0.10.0" and not any(res["int32_overflow_possible"])
@@ -188,7 +194,7 @@ def digits_loihi_program(tmp_path_factory):
                    test_x=digits.test_x, test_y=digits.test_y, extra={"dataset": "digits"}).fit().checkpoint
     prog = compile_checkpoint(ckpt, "loihi")
     x = digits.test_x[:40]
-    return prog, device_inputs(spec, x, range(len(x))).numpy()
+    return prog, device_inputs(spec, x, range(len(x))).numpy(), ckpt
 
 
 def test_compiled_loihi_program_has_few_lif_processes_per_layer(digits_loihi_program):
@@ -196,7 +202,7 @@ def test_compiled_loihi_program_has_few_lif_processes_per_layer(digits_loihi_pro
     with a shared float threshold and beta has that many (threshold, dv) groups, one LIF process each
     on Lava (Lava's LIF holds one vth and one dv)."""
     from hw.compiler import LOIHI_MAX_SCALES
-    prog, _ = digits_loihi_program
+    prog, _, _ = digits_loihi_program
     groups = [len(L.vth) for L in lava_layers(prog)]
     assert all(1 <= g <= LOIHI_MAX_SCALES for g in groups), groups
     assert max(groups) > 1  # the trained layers do use several levels (per-row scales differ)
@@ -206,7 +212,7 @@ def test_compiled_loihi_program_has_few_lif_processes_per_layer(digits_loihi_pro
 
 @vendor
 def test_trained_digits_identical_to_lava(lava_python, digits_loihi_program):
-    prog, x = digits_loihi_program
+    prog, x, _ = digits_loihi_program
     res = run_many_on_lava([(prog, x)], python=lava_python)[0]
     rep = compare_with_sim(prog, x, res)
     assert rep.identical, rep.summary()
@@ -220,13 +226,13 @@ def test_trained_digits_identical_to_lava(lava_python, digits_loihi_program):
 # ------------------------------------------------------------------ what does not match, measured
 
 @vendor
-def test_doc_mapping_and_unaligned_traces_do_not_match(lava_python, random_corpus):
+def test_doc_mapping_and_unaligned_traces_do_not_match(lava_python, random_corpus, random_results):
     """W given as is (weight_exp = w_shift) loses the lowest weight bit in Lava's Dense and halves the
     rest; and without the one-step-per-layer alignment, traces are off. Six networks, one call."""
     nets = program_jobs(random_corpus[:6])
     naive = [([LavaLayer(**{**L.__dict__, "weights": L.weights // 2, "weight_exp": L.weight_exp + 1})
                for L in layers], x) for layers, x in nets]
-    results = run_lava_layers(nets + naive, python=lava_python, keep_raw=True)
+    results = random_results[0][:6] + run_lava_layers(naive, python=lava_python)
     v_equal_naive = []
     for (prog, x), good, bad in zip(random_corpus[:6], results[:6], results[6:]):
         sim = sim_traces(prog, x)
@@ -302,7 +308,7 @@ def test_runner_refuses_bad_input_before_importing_lava(tmp_path):
     import subprocess
     import sys
 
-    from hw.vendor.lava import RUN_FORMAT, RUNNER
+    from hw.vendor.lava import NET_FORMAT, RUN_FORMAT, RUNNER
 
     def run(**arrays):
         np.savez(tmp_path / "in.npz", **arrays)
@@ -311,7 +317,7 @@ def test_runner_refuses_bad_input_before_importing_lava(tmp_path):
         return p.returncode, p.stderr
 
     assert run(format=np.array("other 1")) == (2, f"lava_runner: input format 'other 1', this runner reads "
-                                                   f"{RUN_FORMAT!r}\n")
+                                                   f"{RUN_FORMAT!r} (or {NET_FORMAT!r} with --input)\n")
     rc, err = run(format=np.array(RUN_FORMAT), num_networks=1, n0_input=np.zeros((3, 1, 2), np.uint8),
                   n0_steps_per_sample=4, n0_num_layers=1, n0_l0_weights=np.zeros((2, 2), np.int32),
                   n0_l0_weight_exp=0, n0_l0_bias_mant=np.zeros(2, np.int32), n0_l0_bias_exp=np.zeros(2, np.int32),
@@ -348,3 +354,149 @@ def test_lava_env_marker_must_match_the_requirements(tmp_path):
     assert lava_env.read_marker(tmp_path) == marker
     (tmp_path / lava_env.MARKER).write_text(__import__("json").dumps(marker | {"requirements": ["lava-nc==0.9"]}))
     assert lava_env.read_marker(tmp_path) is None
+
+
+# ------------------------------------------------- samples side by side, the exported file, devices
+
+@vendor
+def test_copies_side_by_side_equal_one_sample_at_a_time(lava_python, random_corpus, random_results):
+    """B samples as C independent copies of every layer (block-diagonal Sparse or Dense; B not a multiple
+    of C, so zero-input padding is run and dropped) give the same raw Lava traces, in Lava's own time
+    from each layer's reset on (the steps after the sample's own input included), as one sample at a
+    time; and so match `sim`. Twelve networks, two settings, one runner call each."""
+    jobs = random_corpus[:12]
+    assert any(x.shape[1] % 3 for _, x in jobs) and any(len(p.layers) == 3 for p, _ in jobs)
+    nets = program_jobs(jobs)
+    for kw in (dict(copies=3, connection="sparse"), dict(copies=2, connection="dense")):
+        got = run_lava_layers(nets, python=lava_python, keep_raw=True, **kw)
+        for i, ((prog, x), a, b) in enumerate(zip(jobs, random_results[0], got)):
+            assert b["meta"]["copies"] == min(kw["copies"], x.shape[1]) and b["meta"]["connection"] == kw["connection"]
+            for k in a["raw"]:
+                for name in ("spikes", "v", "u"):
+                    # from layer k's reset (after Lava step k + 1) on; before it a layer holds the tail of
+                    # the sample run before it in its copy, which the copies change
+                    assert np.array_equal(a["raw"][k][name][:, k + 1:], b["raw"][k][name][:, k + 1:]), \
+                        (kw, i, k, name)
+            assert compare_with_sim(prog, x, b).identical
+
+
+def test_lava_net_file_round_trip_and_refusals(tmp_path, random_corpus):
+    """write_lava_net -> read_lava_net gives back exactly lava_layers(program); the file is plain
+    integer arrays (np.load without pickles); bad files are refused naming the problem."""
+    from hw.vendor.lava import NET_FORMAT, read_lava_net, write_lava_net
+
+    prog, _ = random_corpus[3]
+    path = write_lava_net(prog, tmp_path / "net.npz")
+    layers, meta = read_lava_net(path)
+    assert meta["format"] == NET_FORMAT and meta["program_crc32"] == f"0x{prog.checksum:08x}"
+    assert meta["checked_against"]["lava-nc"] == "0.10.0"
+    for a, b in zip(layers, lava_layers(prog)):
+        for f in ("weights", "bias_mant", "bias_exp", "group", "vth", "dv"):
+            assert np.array_equal(getattr(a, f), getattr(b, f)), f
+        assert (a.weight_exp, a.du, a.int32_overflow_possible) == (b.weight_exp, b.du, b.int32_overflow_possible)
+    with np.load(path, allow_pickle=False) as f:
+        assert all(f[k].dtype.kind in "iubU" for k in f.files)
+    np.savez(tmp_path / "other.npz", format=np.array("spikeloop-lava-run 2"))
+    with pytest.raises(ValueError, match="expected 'spikeloop-lava-net 1'"):
+        read_lava_net(tmp_path / "other.npz")
+    with np.load(path) as f:
+        bad = {k: f[k] for k in f.files}
+    bad["l0_group"] = bad["l0_group"][:-1]
+    np.savez(tmp_path / "bad.npz", **bad)
+    with pytest.raises(ValueError, match="l0_group must have shape"):
+        read_lava_net(tmp_path / "bad.npz")
+
+
+@vendor
+def test_exported_lava_file_run_by_the_runner_gives_the_sim_rasters(lava_python, digits_loihi_program, tmp_path,
+                                                                    capsys):
+    """`spikeloop export --format lava` writes the network file; the runner's own command line
+    (`lava_runner.py NET OUT --input SPIKES.npy`), with copies side by side, gives every layer's spikes,
+    v and u of `sim`."""
+    import json
+
+    from experiments.cli import main
+    from hw.vendor.lava import run_lava_net
+
+    prog, x, ckpt = digits_loihi_program
+    assert main(["export", str(ckpt), "--format", "lava", "--out", str(tmp_path / "d.npz"), "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["program_crc32"] == f"0x{prog.checksum:08x}" and res["file_format"] == "spikeloop-lava-net 1"
+    got = run_lava_net(tmp_path / "d.npz", x, python=lava_python, copies=16, connection="sparse")
+    rep = compare_with_sim(prog, x, got)
+    assert rep.identical, rep.summary()
+    assert np.array_equal(got["output_spikes"], sim_traces(prog, x)["layer_spikes"][1])
+    assert main(["export", str(ckpt), "--format", "lava", "--profile", "mcu", "--out", str(tmp_path / "e.npz")]) != 0
+    assert "--format lava writes profile loihi, not 'mcu'" in capsys.readouterr().err
+    assert not (tmp_path / "e.npz").exists()
+
+
+@vendor
+def test_deploy_on_the_lava_device_matches_sim(lava_python, digits_loihi_program, capsys):
+    """`spikeloop deploy --device lava` (profile loihi by default) prints the JSON of every device, with
+    agreement_with_sim 1.0 and the same accuracy and spike/synop counters as `sim`."""
+    import json
+
+    from experiments.cli import main
+
+    _, _, ckpt = digits_loihi_program
+    common = ["deploy", str(ckpt), "--max-test", "60", "--no-progress", "--json"]
+    assert main(common + ["--device", "lava"]) == 0
+    lava = json.loads(capsys.readouterr().out)
+    assert main(common + ["--device", "sim", "--profile", "loihi"]) == 0
+    sim = json.loads(capsys.readouterr().out)
+    assert lava["device"] == "lava" and lava["profile"] == "loihi" and lava["agreement_with_sim"] == 1.0
+    assert lava["device_info"]["firmware_version"] == "lava-nc 0.10.0 Loihi1SimCfg fixed_pt"
+    for key in ("device_accuracy", "float_accuracy", "agreement_with_float", "spikes", "synops", "layer_counters",
+                "program_crc32"):
+        assert lava[key] == sim[key], key
+
+
+@vendor
+def test_lava_device_probe_and_refusals(lava_python, random_corpus):
+    """The lava device's membranes and layer spikes are sim's; it refuses other profiles and URIs with
+    unknown options, naming them."""
+    from hw.device import make_device
+
+    prog, x = random_corpus[5]
+    with open_device("lava?copies=2&connection=dense", profile="loihi") as dev:
+        dev.load(prog.to_bytes())
+        got = dev.run(torch.as_tensor(x), probe=True)
+    with open_device("sim", profile="loihi") as dev:
+        dev.load(prog)
+        ref = dev.run(torch.as_tensor(x), probe=True)
+    assert torch.equal(got.output_spikes, ref.output_spikes) and got.counters == ref.counters
+    for k in ref.membranes:
+        assert torch.equal(got.membranes[k], ref.membranes[k]) and torch.equal(got.layer_spikes[k], ref.layer_spikes[k])
+    with pytest.raises(ValueError, match="runs profile loihi, not 'mcu'"):
+        make_device("lava", profile="mcu")
+    with pytest.raises(ValueError, match=r"unknown parameters \['chip'\]"):
+        make_device("lava?chip=1", profile="loihi")
+
+
+# ------------------------------------------------------------------------ trained Fashion-MNIST model
+
+@vendor
+def test_trained_fashion_mnist_identical_to_lava(lava_python, tmp_path):
+    """A 784-64-10 leaky/zero-reset fc model trained briefly on Fashion-MNIST (5000 training images),
+    compiled for loihi: 300 test images on Lava (100 side by side, Sparse) give sim's spikes, v and u
+    in both layers, and sim's accuracy. The whole test set runs with `python -m experiments.vendor_check
+    CKPT` (docs/vendor_checks.md)."""
+    from experiments.vendor_check import check_lava
+    from snn.data import load_dataset, subset
+    from snn.presets import fc
+    from snn.training import TrainConfig, Trainer
+
+    data = subset(load_dataset("fashion-mnist"), max_train=5000, seed=0)
+    spec = fc(data.input_shape, data.num_classes, hidden=64, num_steps=25, reset="zero")
+    cfg = TrainConfig(epochs=4, batch_size=32, lr=5e-3, seed=0, progress=False)
+    ckpt = Trainer(spec, data.train_x, data.train_y, cfg, tmp_path, test_x=data.test_x[:500],
+                   test_y=data.test_y[:500], extra={"dataset": "fashion-mnist"}).fit().checkpoint
+    res = check_lava(str(ckpt), 300, chunk=300, copies=100, connection="sparse", progress=False)
+    assert res["dataset"] == "fashion-mnist" and res["samples"] == 300 and res["lava-nc"] == "0.10.0"
+    assert res["identical"] and res["identical_output_rasters"] == 300, res["layers"]
+    assert all(l["sim_spikes"] > 0 and not any(l["mismatches"].values()) for l in res["layers"].values())
+    assert res["float_accuracy"] > 0.7 and res["agreement_with_float"] > 0.9, res
+    print(f"\nfashion-mnist 784-64-10 loihi: 300 test images identical on Lava; float "
+          f"{100 * res['float_accuracy']:.2f} %, Lava {100 * res['lava_accuracy']:.2f} %, "
+          f"{res['lava_s_per_sample']} s per sample")

@@ -216,6 +216,14 @@ def digits4x4_model():
     return data, spec, model
 
 
+@pytest.fixture(scope="module")
+def digits4x4_checkpoint(digits4x4_model, tmp_path_factory):
+    from snn.checkpoint import save_checkpoint
+    _, spec, model = digits4x4_model
+    return save_checkpoint(tmp_path_factory.mktemp("d4") / "model.safetensors", spec, model,
+                           extra={"dataset": "digits4x4"})
+
+
 @vendor
 def test_trained_digits4x4_identical_on_xylosim(xylosim, digits4x4_model):
     """The whole test set (360 samples x 40 steps) on xylosim and on `sim`: identical output rasters
@@ -270,3 +278,144 @@ def test_missing_xylosim_names_the_install(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_xylosim)
     with pytest.raises(XylosimUnavailable, match=r"pip install xylosim==0\.1\.3"):
         xylosim_version()
+
+
+# ------------------------------------------------------------- export --format xylo, the xylosim device
+
+def _rockpool_from_specification_args(chip: str) -> set[str]:
+    """The parameter names of rockpool 3.1.0's `XyloSim.from_specification` for `chip`, read from its
+    source with `ast` (importing `rockpool.devices.xylo` needs samna, which must never be installed)."""
+    import ast
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.find_spec("rockpool")
+    assert spec is not None, "rockpool 3.1.0 is in the dev extra"
+    src = (Path(spec.submodule_search_locations[0]) / "devices" / "xylo" / chip / "xylo_sim.py").read_text()
+    for node in ast.walk(ast.parse(src)):
+        if isinstance(node, ast.FunctionDef) and node.name == "from_specification":
+            return {a.arg for a in node.args.args + node.args.kwonlyargs} - {"cls"}
+    raise AssertionError(f"no from_specification in rockpool's {chip} xylo_sim.py")
+
+
+@vendor
+def test_exported_xylo_specification_fed_to_xylosim_gives_the_sim_rasters(xylosim, digits4x4_model,
+                                                                          digits4x4_checkpoint, tmp_path, capsys):
+    """`spikeloop export --format xylo` writes JSON whose `specification` holds exactly rockpool's
+    `from_specification` arguments (minus dt, verify_config, output_mode); read back and fed to xylosim
+    directly it gives `sim`'s spikes, Vmem and Isyn on all 360 test samples."""
+    import json
+
+    from experiments.cli import main
+    from hw.compiler import compile_model
+    from hw.deploy import device_inputs
+    from hw.vendor.xylo import SPEC_FORMAT, read_xylo_spec, run_xylosim_spec
+
+    data, spec, model = digits4x4_model
+    out = tmp_path / "d4.json"
+    assert main(["export", str(digits4x4_checkpoint), "--format", "xylo", "--out", str(out), "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    doc = json.loads(out.read_text())
+    assert doc["format"] == res["file_format"] == SPEC_FORMAT and doc["profile"] == "xylo-imu"
+    assert set(doc["specification"]) == _rockpool_from_specification_args("syns63300") - {
+        "dt", "verify_config", "output_mode"}
+    prog = compile_model(spec, model.state_dict(), "xylo-imu")
+    assert doc["program_crc32"] == res["program_crc32"] == f"0x{prog.checksum:08x}"
+    x = device_inputs(spec, data.test_x, range(len(data.test_x))).numpy()
+    got = run_xylosim_spec(read_xylo_spec(out), x)
+    rep = compare_with_sim(prog, x, got)
+    assert rep.identical, rep.summary()
+    assert np.array_equal(got["output_spikes"], sim_traces(prog, x)["layer_spikes"][1])
+    assert main(["export", str(digits4x4_checkpoint), "--format", "xylo", "--profile", "xylo-audio2",
+                 "--out", str(tmp_path / "a2.json")]) != 0  # 10 readout neurons: Xylo Audio 2 has 8
+    assert "limit of 8 readout neurons" in capsys.readouterr().err
+    assert main(["export", str(digits4x4_checkpoint), "--format", "xylo", "--profile", "loihi",
+                 "--out", str(tmp_path / "l.json")]) != 0
+    assert "--format xylo writes profile xylo-imu or xylo-audio2, not 'loihi'" in capsys.readouterr().err
+
+
+@vendor
+def test_exported_specifications_of_random_networks_run_identically(xylosim, random_corpus, tmp_path):
+    """Every random network (both chips) through `write_xylo_spec` -> file -> `read_xylo_spec` -> xylosim:
+    identical to `sim`; the xylo-audio2 files hold rockpool's syns61201 argument names."""
+    import json
+
+    from hw.vendor.xylo import read_xylo_spec, run_xylosim_spec, write_xylo_spec
+
+    bad = []
+    for i, (prog, x) in enumerate(random_corpus):
+        path = write_xylo_spec(prog, tmp_path / f"n{i}.json")
+        chip = "syns61201" if prog.profile == "xylo-audio2" else "syns63300"
+        assert set(json.loads(path.read_text())["specification"]) <= _rockpool_from_specification_args(chip)
+        rep = compare_with_sim(prog, x, run_xylosim_spec(read_xylo_spec(path), x))
+        if not rep.identical:
+            bad.append(f"network {i}: {rep.summary()}")
+    assert not bad, "\n".join(bad)
+
+
+def test_xylo_spec_file_refusals(tmp_path):
+    import json
+
+    from hw.vendor.xylo import SPEC_FORMAT, read_xylo_spec, write_xylo_spec
+
+    rng = np.random.default_rng(1)
+    h = LayerProgram("synaptic", "subtract", 3, rng.integers(-128, 128, (5, 7)), np.arange(5), np.full(5, 9),
+                     np.full(5, 2), decay_syn=np.full(5, 1), max_spikes=31)
+    r = LayerProgram("synaptic", "subtract", 6, rng.integers(-128, 128, (2, 5)), np.array([0, -4]), np.full(2, 7),
+                     np.full(2, 4), decay_syn=np.full(2, 3), max_spikes=1)
+    prog = Program("xylo-imu", (h, r))
+    path = write_xylo_spec(prog, tmp_path / "s.json")
+    back, orig = read_xylo_spec(path), xylo_specification(prog)
+    for k in orig.__dataclass_fields__:
+        a, b = getattr(back, k), getattr(orig, k)
+        assert (a is None and b is None) or np.array_equal(a, b), k
+    doc = json.loads(path.read_text())
+    (tmp_path / "f.json").write_text(json.dumps(doc | {"format": "other 1"}))
+    with pytest.raises(ValueError, match=f"expected {SPEC_FORMAT!r}"):
+        read_xylo_spec(tmp_path / "f.json")
+    bad = json.loads(path.read_text())
+    bad["specification"]["weights_out"] = bad["specification"]["weights_out"][:-1]
+    (tmp_path / "w.json").write_text(json.dumps(bad))
+    with pytest.raises(ValueError, match=r"weights_out has shape \(4, 2\), expected \(5, 2\)"):
+        read_xylo_spec(tmp_path / "w.json")
+    bad = json.loads(path.read_text())
+    bad["specification"]["weights_in"][0][0] = 300
+    (tmp_path / "i8.json").write_text(json.dumps(bad))
+    with pytest.raises(ValueError, match="weights_in must be int8"):
+        read_xylo_spec(tmp_path / "i8.json")
+
+
+@vendor
+def test_deploy_on_the_xylosim_device_matches_sim(xylosim, digits4x4_model, digits4x4_checkpoint):
+    """`deploy_checkpoint` (what `spikeloop deploy` runs) on the `xylosim` device: agreement_with_sim 1.0
+    and the same accuracy and per-layer spike / synop counters as `sim` on the 360 test samples."""
+    from experiments.commands.deploy import deploy_checkpoint
+    from snn.checkpoint import load_checkpoint
+
+    data, _, _ = digits4x4_model
+    ckpt = load_checkpoint(digits4x4_checkpoint)
+    xs = deploy_checkpoint(ckpt, data, "xylosim", "xylo-imu", progress=False).result
+    sim = deploy_checkpoint(ckpt, data, "sim", "xylo-imu", progress=False).result
+    assert xs["agreement_with_sim"] == 1.0 and xs["device_info"]["firmware_version"].startswith("xylosim 0.1.3")
+    for key in ("device_accuracy", "float_accuracy", "agreement_with_float", "spikes", "synops", "layer_counters"):
+        assert xs[key] == sim[key], key
+
+
+@vendor
+def test_xylosim_device_probe_and_refusals(xylosim, random_corpus):
+    from hw.device import make_device
+
+    prog, x = random_corpus[2]
+    with open_device("xylosim", profile=prog.profile) as dev:
+        dev.load(prog.to_bytes())
+        got = dev.run(torch.as_tensor(x), probe=True)
+    with open_device("sim", profile=prog.profile) as dev:
+        dev.load(prog)
+        ref = dev.run(torch.as_tensor(x), probe=True)
+    assert torch.equal(got.output_spikes, ref.output_spikes) and got.counters == ref.counters
+    for k in ref.membranes:
+        assert torch.equal(got.membranes[k], ref.membranes[k]) and torch.equal(got.layer_spikes[k], ref.layer_spikes[k])
+    with pytest.raises(ValueError, match="runs profile xylo-imu or xylo-audio2, not 'xylo-like'"):
+        make_device("xylosim", profile="xylo-like")
+    with pytest.raises(ValueError, match="takes no target or parameters"):
+        make_device("xylosim?x=1", profile="xylo-imu")

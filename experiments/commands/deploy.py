@@ -17,10 +17,12 @@ from snn.training import EVAL_SEED
 
 
 def register(sub) -> None:
-    p = sub.add_parser("deploy", help="run a checkpoint on a device (sim, sim:cuda, emulator, serial://...)")
+    p = sub.add_parser("deploy", help="run a checkpoint on a device (sim, sim:cuda, emulator, serial://..., lava, xylosim)")
     p.add_argument("checkpoint", help="a checkpoint (.safetensors) or a NIR graph (.nir)")
-    p.add_argument("--device", default="sim", help="device URI: sim, sim:cuda, emulator, serial:///dev/ttyACM0?baud=...")
-    p.add_argument("--profile", default="mcu", help="chip profile: mcu, loihi, xylo-imu, xylo-audio2, xylo-like")
+    p.add_argument("--device", default="sim", help="device URI: sim, sim:cuda, emulator, serial:///dev/ttyACM0?baud=..., "
+                                                   "lava (Lava 0.10 in its side venv), xylosim (the vendor extra)")
+    p.add_argument("--profile", default=None, help="chip profile: mcu, loihi, xylo-imu, xylo-audio2, xylo-like "
+                                                   "(default: loihi on lava, xylo-imu on xylosim, else mcu)")
     add_number(p, "--max-spikes", default=1, help="xylo: spikes per neuron per step")
     add_dataset_args(p)
     p.set_defaults(dataset=None)
@@ -99,6 +101,15 @@ def deploy_checkpoint(ckpt, data, device_uri: str, profile: str, seed: int = EVA
     return Deployment(result, prog, fpred, fraster, run, y)
 
 
+# the profile a vendor simulator runs when --profile is not given (every other device: mcu)
+VENDOR_DEFAULT_PROFILES = {"lava": "loihi", "xylosim": "xylo-imu"}
+
+
+def default_profile(device_uri: str) -> str:
+    from hw.device import parse_uri
+    return VENDOR_DEFAULT_PROFILES.get(parse_uri(device_uri).scheme, "mcu")
+
+
 def load_model_file(path: str, dt_s: float | None = None):
     """A `Checkpoint` from a .safetensors checkpoint or, for a .nir file, from its NIR graph (no
     metrics; the dataset defaults to digits unless --dataset says otherwise)."""
@@ -119,7 +130,8 @@ def run(args) -> int:
     ckpt = load_model_file(args.checkpoint, args.dt_s)
     args.dataset = args.dataset or ckpt.extra.get("dataset", "digits")
     data = load_data(args)
-    dep = deploy_checkpoint(ckpt, data, args.device, args.profile, args.seed, args.batch_size,
+    dep = deploy_checkpoint(ckpt, data, args.device, args.profile or default_profile(args.device), args.seed,
+                            args.batch_size,
                             progress=not args.no_progress, max_spikes=args.max_spikes)
     result = {"checkpoint": args.checkpoint} | dep.result
     if args.plot:

@@ -8,6 +8,10 @@ The program is mapped onto Lava's processes (`lava_layers`, docs/fixed_point.md 
 program on Lava"), written to an .npz, run by `hw/vendor/lava_runner.py` in the side venv
 (`hw/vendor/lava_env.py`) as a subprocess, and Lava's traces are shifted back by Lava's one step of
 delay per layer so that step t of every layer lines up with step t of the `sim` device.
+
+    res = run_on_lava(program, spikes, **FAST)  # 100 samples side by side (Sparse): ~90x faster
+    write_lava_net(program, "m.npz")            # the exported network file (spikeloop export --format lava)
+    run_lava_net("m.npz", spikes)               # ... run through the runner's command line
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from ..profiles import get_profile
 from ..program import Program
 from .lava_env import ensure_lava_env
 
-from .lava_runner import RESULT_FORMAT, RUN_FORMAT  # the runner imports only numpy at module level
+from .lava_runner import CONNECTIONS, NET_FORMAT, RESULT_FORMAT, RUN_FORMAT  # the runner imports only numpy
 
 RUNNER = Path(__file__).with_name("lava_runner.py")
 LAVA_DU_LEAKY = 4095     # du + ds_offset(1) = 4096: the current keeps nothing of the previous step
@@ -111,6 +115,7 @@ def _spikes_np(spikes, n_in: int) -> np.ndarray:
     return a.astype(np.uint8)
 
 
+FAST = {"copies": 100, "connection": "sparse"}  # the fastest setting measured (experiments/vendor_check.py --bench)
 MAX_LIF_PER_LAYER = 16  # each LIF process is an OS process stepping in lock-step (~0.6 ms per step each)
 
 
@@ -133,17 +138,28 @@ def program_jobs(jobs, max_lif_per_layer: int = MAX_LIF_PER_LAYER) -> list[tuple
 
 def run_lava_layers(nets, record_u: bool = True, reset: str = "set", gap_steps: int = 0,
                     python: str | Path | None = None, workdir: str | Path | None = None,
-                    timeout_s: float = 3600, keep_raw: bool = False) -> list[dict]:
+                    timeout_s: float = 3600, keep_raw: bool = False, copies: int = 1,
+                    connection: str = "dense", host_io: bool = False) -> list[dict]:
     """Run [(list of LavaLayer, spikes [T, B, N_in] uint8)] in one runner call; see `run_on_lava`.
 
     keep_raw: also return each layer's unshifted traces in Lava time under "raw" ({layer:
-    {"spikes"|"v"|"u": [B, W, N]}}, W = T + L + gap_steps Lava steps per sample)."""
+    {"spikes"|"v"|"u": [B, W, N]}}, W = T + L + gap_steps Lava steps per sample).
+    copies: samples run side by side as independent copies of each layer (block-diagonal weights;
+    the runner's docstring); connection: "dense" (Lava's Dense) or "sparse" (Lava's Sparse, whose
+    block-diagonal matrix costs C·N·M instead of C²·N·M). host_io: reset and read back through
+    Lava's host-side Var.set / Var.get (one message per element: slow; for measuring only)."""
+    if not isinstance(copies, int) or isinstance(copies, bool) or copies < 1:
+        raise ValueError(f"copies must be an integer >= 1, got {copies!r}")
+    if connection not in CONNECTIONS:
+        raise ValueError(f"connection must be one of {CONNECTIONS}, got {connection!r}")
     data = {"format": np.array(RUN_FORMAT), "num_networks": len(nets), "record_u": record_u,
-            "reset": np.array(reset)}
+            "reset": np.array(reset), "host_io": bool(host_io)}
     for i, (layers, x) in enumerate(nets):
         data[f"n{i}_input"] = x
         data[f"n{i}_steps_per_sample"] = x.shape[0] + len(layers) + int(gap_steps)
         data[f"n{i}_num_layers"] = len(layers)
+        data[f"n{i}_copies"] = min(copies, x.shape[1])
+        data[f"n{i}_connection"] = np.array(connection)
         for k, L in enumerate(layers):
             data.update(L.arrays(f"n{i}_l{k}_"))
     if python is None:
@@ -196,7 +212,9 @@ def run_many_on_lava(jobs, max_lif_per_layer: int = MAX_LIF_PER_LAYER, **kwargs)
     record_u: record the current u too. reset: how the runner separates samples ("set": u, v set to 0
     when each layer starts, the only exact way; "gap": nothing but `gap_steps` extra steps of zero
     input, for measuring). python: the side venv's python (default: `ensure_lava_env()`, which
-    creates the venv when missing). max_lif_per_layer: refuse programs needing more LIF processes."""
+    creates the venv when missing). max_lif_per_layer: refuse programs needing more LIF processes.
+    copies, connection: samples side by side (see `run_lava_layers`; `FAST` is the fastest measured
+    setting)."""
     return run_lava_layers(program_jobs(jobs, max_lif_per_layer), **kwargs)
 
 
@@ -210,6 +228,88 @@ def run_on_lava(program: Program | bytes, spikes, **kwargs) -> dict:
     int64 rule); meta (lava-nc/numpy/python versions, processes, seconds).
     Keyword arguments: see `run_many_on_lava`."""
     return run_many_on_lava([(program, spikes)], **kwargs)[0]
+
+
+# ------------------------------------------------------------------------- network file (export)
+
+def write_lava_net(program: Program | bytes, path: str | Path) -> Path:
+    """Write a `loihi` program as the Lava runner's network file (format `NET_FORMAT`, an .npz of
+    plain integer arrays, no pickles; written atomically): `num_layers`, per layer `l{k}_weights`,
+    `l{k}_weight_exp`, `l{k}_bias_mant`, `l{k}_bias_exp`, `l{k}_du`, `l{k}_group`, `l{k}_vth`,
+    `l{k}_dv` exactly as Lava's processes take them (`lava_layers`), `l{k}_int32_overflow_possible`,
+    and `meta` (JSON: the program's profile, CRC-32, sizes, the lava-nc version the mapping was
+    checked against, the timing convention). `python -I hw/vendor/lava_runner.py NET.npz OUT.npz
+    --input SPIKES.npy` runs it; `read_lava_net` reads it back."""
+    from snn.atomic import atomic_path
+
+    prog = as_program(program)
+    layers = lava_layers(prog)
+    meta = {"format": NET_FORMAT, "profile": prog.profile, "program_crc32": f"0x{prog.checksum:08x}",
+            "num_inputs": prog.num_inputs, "num_outputs": prog.num_outputs,
+            "layer_sizes": [int(L.weights.shape[0]) for L in layers],
+            "lif_processes_per_layer": [len(L.vth) for L in layers],
+            "checked_against": {"lava-nc": "0.10.0", "run_config": 'Loihi1SimCfg(select_tag="fixed_pt")'},
+            "timing": "layer k (0-based) runs sample step t at Lava step t + k + 1; run T + L steps per sample "
+                      "and zero u, v of layer k after its step k + 1 (docs/fixed_point.md)"}
+    data = {"format": np.array(NET_FORMAT), "meta": np.array(json.dumps(meta)), "num_layers": np.array(len(layers))}
+    for k, L in enumerate(layers):
+        data.update({key: np.asarray(v) for key, v in L.arrays(f"l{k}_").items()})
+        data[f"l{k}_int32_overflow_possible"] = np.array(L.int32_overflow_possible)
+    path = Path(path)
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, **data)
+    return path
+
+
+def read_lava_net(path: str | Path) -> tuple[list[LavaLayer], dict]:
+    """(layers, meta) of a network file from `write_lava_net`; ValueError naming what is wrong."""
+    with np.load(path, allow_pickle=False) as f:
+        data = {k: f[k] for k in f.files}
+    fmt = str(data.get("format", np.array("")).reshape(()))
+    if fmt != NET_FORMAT:
+        raise ValueError(f"{path}: format {fmt!r}, expected {NET_FORMAT!r} (spikeloop export --format lava)")
+    from .lava_runner import RunnerError, read_network
+    if "l0_weights" not in data or "num_layers" not in data:
+        raise ValueError(f"{path}: a {NET_FORMAT!r} file without num_layers / l0_weights")
+    probe = dict(data, input=np.zeros((1, 1, int(data["l0_weights"].shape[1])), np.uint8),
+                 steps_per_sample=np.array(1 + int(data["num_layers"])))
+    try:
+        net = read_network(probe, None)  # the runner's own checks of shapes and groups
+    except RunnerError as e:
+        raise ValueError(f"{path}: {e}") from None
+    layers = [LavaLayer(weights=L["weights"], weight_exp=int(L["weight_exp"]), bias_mant=L["bias_mant"],
+                        bias_exp=L["bias_exp"], du=int(L["du"]), group=L["group"], vth=L["vth"], dv=L["dv"],
+                        int32_overflow_possible=bool(data.get(f"l{k}_int32_overflow_possible", False)))
+              for k, L in enumerate(net["layers"])]
+    return layers, json.loads(str(data["meta"]))
+
+
+def run_lava_net(path: str | Path, spikes, python: str | Path | None = None, copies: int = 1,
+                 connection: str = "dense", timeout_s: float = 3600) -> dict:
+    """Run a network file (`write_lava_net`) on spikes [T, B, N_in] {0, 1} the way a Lava user would,
+    through the runner's command line (`lava_runner.py NET OUT --input SPIKES.npy`), and return
+    its traces aligned with the `sim` device as `run_on_lava` does (output_spikes, layer_spikes,
+    membranes, currents, meta)."""
+    layers, _ = read_lava_net(path)
+    x = _spikes_np(spikes, int(layers[0].weights.shape[1]))
+    python = python or ensure_lava_env().python
+    with tempfile.TemporaryDirectory(prefix="spikeloop-lava-net-") as tmp:
+        inp, outp = Path(tmp) / "spikes.npy", Path(tmp) / "out.npz"
+        np.save(inp, x)
+        cmd = [str(python), "-I", str(RUNNER), str(path), str(outp), "--input", str(inp), "--copies", str(copies),
+               "--connection", connection]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, stdin=subprocess.DEVNULL)
+        if proc.returncode != 0 or not outp.exists():
+            raise LavaRunError(f"lava_runner exited {proc.returncode}:\n{proc.stderr.strip()[-4000:]}")
+        with np.load(outp, allow_pickle=False) as f:
+            got = {k: f[k] for k in f.files}
+    T = x.shape[0]
+    res = {"layer_spikes": {}, "membranes": {}, "currents": {}, "meta": json.loads(str(got["meta"]))}
+    for k in range(len(layers)):
+        for key, name in (("layer_spikes", "spikes"), ("membranes", "v"), ("currents", "u")):
+            res[key][k] = np.ascontiguousarray(got[f"n0_l{k}_{name}"][:, k + 1:k + 1 + T].transpose(1, 0, 2))
+    res["output_spikes"] = res["layer_spikes"][len(layers) - 1]
+    return res
 
 
 # ------------------------------------------------------------------------------------ comparison

@@ -81,6 +81,89 @@ class XyloSpec:
                 out[k] = v.tolist() if isinstance(v, np.ndarray) else v
         return out
 
+    @classmethod
+    def from_dict(cls, d: dict) -> "XyloSpec":
+        """The inverse of `to_dict` (shapes and integer ranges checked; ValueError naming the field)."""
+        missing = [k for k in cls.__dataclass_fields__ if k not in d]
+        if missing:
+            raise ValueError(f"xylo specification lacks {missing}")
+        if d.get("aliases") and any(d["aliases"]):
+            raise ValueError("xylo specification: aliases are not supported (spikeloop writes none)")
+        kw = {"profile": str(d["profile"])}
+        for k in cls.__dataclass_fields__:
+            if k == "profile":
+                continue
+            v = d[k]
+            if k.startswith("weight_shift"):
+                if not isinstance(v, int) or not 0 <= v <= 15:
+                    raise ValueError(f"xylo specification: {k} must be an integer in [0, 15], got {v!r}")
+                kw[k] = v
+            elif v is None and k == "dash_syn_2":
+                kw[k] = None
+            else:
+                a = np.asarray(v)
+                if a.dtype.kind not in "iu" and a.size:
+                    raise ValueError(f"xylo specification: {k} must hold integers, got {a.dtype}")
+                kw[k] = a.astype(np.int8 if k.startswith("weights") else np.int64)
+                if k.startswith("weights") and not np.array_equal(kw[k], a):
+                    raise ValueError(f"xylo specification: {k} must be int8 weights")
+        H, O = len(kw["threshold"]), len(kw["threshold_out"])
+        shapes = {"weights_in": (kw["weights_in"].shape[0], H), "weights_rec": (H, H), "weights_out": (H, O)}
+        for k, shape in shapes.items():
+            if kw[k].shape != shape:
+                raise ValueError(f"xylo specification: {k} has shape {kw[k].shape}, expected {shape}")
+        for k in ("dash_mem", "dash_syn", "bias") + (("dash_syn_2",) if kw["dash_syn_2"] is not None else ()):
+            if kw[k].shape != (H,):
+                raise ValueError(f"xylo specification: {k} must have {H} entries, got {kw[k].shape}")
+        for k in ("dash_mem_out", "dash_syn_out", "bias_out"):
+            if kw[k].shape != (O,):
+                raise ValueError(f"xylo specification: {k} must have {O} entries, got {kw[k].shape}")
+        return cls(**kw)
+
+
+SPEC_FORMAT = "spikeloop-xylo-spec 1"
+
+
+def write_xylo_spec(program: Program | bytes, path) -> "Path":
+    """Write a xylo-imu / xylo-audio2 program as JSON (atomically): {"format": SPEC_FORMAT,
+    "profile", "chip", "xylosim": the version it was checked against, "program_crc32",
+    "specification": the keyword arguments of rockpool's `XyloSim.from_specification` /
+    `config_from_specification` (weights_in [16, H], weights_rec [H, H], weights_out [H, O] int8;
+    dash_mem, dash_syn, dash_syn_2 (null on xylo-imu), threshold, bias [H]; dash_mem_out,
+    dash_syn_out, threshold_out, bias_out [O]; weight_shift_in/rec/out; aliases)}.
+    `read_xylo_spec` reads it back."""
+    import json
+    from pathlib import Path
+
+    from snn.atomic import write_text_atomic
+
+    prog = as_program(program)
+    spec = xylo_specification(prog)
+    d = spec.to_dict()
+    profile = d.pop("profile")
+    doc = {"format": SPEC_FORMAT, "profile": profile, "chip": get_profile(profile).extra["chip"],
+           "xylosim": XYLOSIM_VERSION, "program_crc32": f"0x{prog.checksum:08x}",
+           "timing": "the readout reads the hidden spikes of the step before (as xylosim); no alignment",
+           "specification": d}
+    return write_text_atomic(Path(path), json.dumps(doc) + "\n")
+
+
+def read_xylo_spec(path) -> XyloSpec:
+    """The `XyloSpec` of a file from `write_xylo_spec`; ValueError naming what is wrong."""
+    import json
+
+    with open(path, encoding="utf-8") as f:
+        try:
+            doc = json.load(f)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}: not JSON ({e})") from None
+    if not isinstance(doc, dict) or doc.get("format") != SPEC_FORMAT:
+        got = doc.get("format") if isinstance(doc, dict) else type(doc).__name__
+        raise ValueError(f"{path}: format {got!r}, expected {SPEC_FORMAT!r} (spikeloop export --format xylo)")
+    if doc.get("profile") not in XYLOSIM_PROFILES:
+        raise ValueError(f"{path}: profile {doc.get('profile')!r} is not one of {XYLOSIM_PROFILES}")
+    return XyloSpec.from_dict(dict(doc["specification"], profile=doc["profile"]))
+
 
 def xylo_specification(program: Program | bytes) -> XyloSpec:
     """The xylosim configuration of a xylo-imu / xylo-audio2 program (ValueError for other profiles).
@@ -169,8 +252,18 @@ def run_on_xylosim(program: Program | bytes, spikes) -> dict:
     [T, B, H] (xylo-audio2; None on xylo-imu); spec: the `XyloSpec`; meta: xylosim version,
     module, samples, seconds."""
     prog = as_program(program)
-    spec = xylo_specification(prog)
-    x = _spikes_np(spikes, prog.num_inputs)
+    res = run_xylosim_spec(xylo_specification(prog), _spikes_np(spikes, prog.num_inputs))
+    res["meta"]["profile"] = prog.profile
+    return res
+
+
+def run_xylosim_spec(spec: XyloSpec, spikes) -> dict:
+    """`run_on_xylosim` for a `XyloSpec` (e.g. read back with `read_xylo_spec`); spikes
+    [T, B, N_in] {0, 1} with N_in <= the chip's input channels."""
+    x = np.asarray(spikes.detach().cpu().numpy() if hasattr(spikes, "detach") else spikes)
+    if x.ndim != 3 or min(x.shape) < 1 or x.shape[2] > spec.weights_in.shape[0] or not np.isin(x, (0, 1)).all():
+        raise ValueError(f"spikes must be [T, B, N_in] 0/1 with N_in <= {spec.weights_in.shape[0]}, got "
+                         f"{list(x.shape)}")
     T, B, _ = x.shape
     padded = np.zeros((T, B, spec.weights_in.shape[0]), dtype=np.uint8)
     padded[:, :, :x.shape[2]] = x
@@ -183,7 +276,7 @@ def run_on_xylosim(program: Program | bytes, spikes) -> dict:
            "membranes": {0: stack("hidden_vmem"), 1: stack("readout_vmem")},
            "currents": {0: stack("hidden_isyn"), 1: stack("readout_isyn")},
            "currents2": stack("hidden_isyn2") if spec.dash_syn_2 is not None else None, "spec": spec,
-           "meta": {"xylosim": xylosim_version(), "module": "xylosim.v2.XyloLayer", "profile": prog.profile,
+           "meta": {"xylosim": xylosim_version(), "module": "xylosim.v2.XyloLayer", "profile": spec.profile,
                     "samples": B, "steps": T, "seconds": round(wall_s, 3)}}
     res["output_spikes"] = res["layer_spikes"][1]
     return res

@@ -1,6 +1,7 @@
 """A digits model that fits Xylo's 16 input channels: train it, compile it for xylo-imu, check it on xylosim.
 
     python -m hw.vendor.xylo_digits --json        # about 8 s on one core (--no-xylosim: sim only)
+    python -m hw.vendor.xylo_digits --deploy xylosim --json   # `spikeloop deploy`'s JSON on that device
 
 The 8×8 digits are pooled to 4×4 (`digits_4x4`: the mean of each 2×2 block, the same 1437/360
 split), which gives the 16 inputs of Xylo IMU; the network is 16 → 64 synaptic → 10 synaptic over
@@ -105,11 +106,22 @@ def main(argv=None) -> int:
     ap.add_argument("--hidden", type=int, default=64)
     ap.add_argument("--profile", default="xylo-imu")
     ap.add_argument("--no-xylosim", action="store_true", help="only the sim device (xylosim not needed)")
+    ap.add_argument("--deploy", default=None, metavar="URI",
+                    help="instead: deploy the trained model on this device (xylosim, sim, ...) and print the "
+                         "JSON `spikeloop deploy` prints (the 4x4 digits are not a registered dataset)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
     data = digits_4x4()
     spec, model = train_digits_4x4(data, epochs=args.epochs, seed=args.seed, hidden=args.hidden)
+    if args.deploy:
+        from experiments.commands.deploy import deploy_checkpoint
+        from snn.checkpoint import Checkpoint
+        ckpt = Checkpoint(spec, model.state_dict(), extra={"dataset": data.name})
+        res = deploy_checkpoint(ckpt, data, args.deploy, args.profile, progress=False).result
+        res["seconds"] = round(time.perf_counter() - t0, 1)
+        print(json.dumps(res, indent=1) if args.json else "\n".join(f"{k}: {v}" for k, v in res.items()))
+        return 0
     res = check_on_xylo(spec, model, data, args.profile, xylosim=not args.no_xylosim)
     res.pop("program")
     rep = res.pop("comparison", None)
