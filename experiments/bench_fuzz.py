@@ -8,7 +8,8 @@ included, then reports what ran and that nothing broke.
 
 libFuzzer starts from a seed corpus written here (PING frames of every boundary length around
 max_payload and the receive buffer, in zero and non-zero fills, each followed by a retransmission;
-COBS runs around the buffer size; RUN/LOAD/HELLO records; a valid program), with -max_len 8192 so
+COBS runs around the buffer size; RUN/LOAD/HELLO records, RUNs that record spikes and membranes with
+READs of their recording in chunks; a valid program), with -max_len 8192 so
 that it can also grow frames past the protocol's 4096-byte payload. The standalone driver runs its
 boundary sweep and seeded random campaign in chunks (a new seed per chunk) so progress can be shown.
 Progress goes to stderr; the result (one JSON object with --json) has `inputs_run` (inputs the
@@ -39,12 +40,22 @@ from hw.emulator import firmware_dir
 from hw.program import LayerProgram, Program
 from hw.serial.frame import Frame
 
-BENCH_VERSION = 1
-PING, HELLO, RESET, RUN = 0x02, 0x01, 0x03, 0x05
+BENCH_VERSION = 2   # 2: protocol v2 seeds (recording RUNs, READ), recording counters
+PING, HELLO, RESET, RUN, READ = 0x02, 0x01, 0x03, 0x05, 0x06
+PROTOCOL = 2           # the firmware's protocol version (docs/protocol.md)
 RX_BUF = 1040          # the firmware's receive buffer (SL_MAX_WIRE for SL_MAX_PAYLOAD 1024)
 MAX_PAYLOAD = 1024
 SANITIZER = re.compile(r"ERROR: (AddressSanitizer|LeakSanitizer|UndefinedBehaviorSanitizer)|runtime error:")
 STAT = re.compile(r"^(\w+): (\d+)$", re.M)
+
+
+def responses(text: str, into: dict | None = None) -> dict:
+    """{response type "0x85": count} from the harness's `responses:` line, added to `into`."""
+    into = {} if into is None else into
+    for line in re.findall(r"^responses:(.*)$", text, re.M):
+        for t, n in re.findall(r"(0x[0-9A-F]{2})=(\d+)", line):
+            into[t] = into.get(t, 0) + int(n)
+    return into
 
 
 def log(msg: str) -> None:
@@ -75,11 +86,18 @@ def seed_inputs() -> list[bytes]:
     for n in (RX_BUF - 1, RX_BUF, RX_BUF + 1, RX_BUF + 100, 3 * RX_BUF):
         for code in (0xFF, 0x02, 0x20):
             seeds.append(b"\x03" + struct.pack("<H", n) + bytes([code, 0x41]))
-    run = bytes([1, 0]) + struct.pack("<HIH", 4, 0, 2) + b"\x0f\x00\x01\x0f"   # 12 inputs, 2 steps
-    seeds.append(b"\x01" + _record(HELLO, b"\x01\x01") + _record(RUN, run) + _retransmit()
+    run = bytes([1, 0]) + struct.pack("<HIHBB", 4, 0, 2, 0, 0) + b"\x0f\x00\x01\x0f"   # 12 inputs, 2 steps
+    seeds.append(b"\x01" + _record(HELLO, bytes([PROTOCOL, PROTOCOL])) + _record(RUN, run) + _retransmit()
                  + _record(RESET, b"\x00") + _record(RUN, run))
-    seeds.append(b"\x00" + Frame(1, PING, 3, b"abc").encode() + b"\x13\x37\x00"
-                 + Frame(1, PING, 4, bytes(MAX_PAYLOAD + 1)).encode())
+    # recording RUNs (spikes of both layers, membranes of layer 0 or 1), each followed by a READ
+    # sweep in chunks of 4 x the next record's first byte, then READs at the edges
+    for flags, mem, steps in ((0x07, 0, 2), (0x0F, 1, 30), (0x0F, 0, 40), (0x0E, 1, 1)):
+        rec = bytes([flags, 0]) + struct.pack("<HIHBB", 5, 0, steps, mem, 0) + bytes([0x0F, 0x03] * steps)
+        seeds.append(b"\x01" + _record(RUN, rec) + _record(READ, struct.pack("<IH", 0, 0))
+                     + _record(READ, struct.pack("<IH", 2**32 - 1, 1)) + _retransmit())
+    seeds.append(b"\x00" + Frame(PROTOCOL, PING, 3, b"abc").encode() + b"\x13\x37\x00"
+                 + Frame(PROTOCOL, PING, 4, bytes(MAX_PAYLOAD + 1)).encode()
+                 + Frame(1, HELLO, 5, b"\x01\x01").encode())
     rng = np.random.default_rng(0)
     layer = LayerProgram("synaptic", "subtract", 2, rng.integers(-128, 128, (6, 5)), np.zeros(6, int),
                          np.full(6, 40), np.full(6, 300), decay_syn=np.full(6, 900))
@@ -143,11 +161,13 @@ def run_libfuzzer(binary: Path, runs: int, seed: int, work: Path) -> dict:
             "executions": int(executed.group(1)) if executed else None,
             "inputs_run": stats.get("inputs"), "corpus_seeds": len(seeds), "seconds": seconds,
             "crashes": len(crashes) + (1 if code != 0 and not crashes else 0), "crash_files": crashes,
-            "sanitizer_reports": len(SANITIZER.findall(out)), "stats": stats}
+            "sanitizer_reports": len(SANITIZER.findall(out)), "stats": stats,
+            "responses": responses(out.split("fuzz_frame stats", 1)[-1])}
 
 
 def run_standalone(binary: Path, runs: int, seed: int, chunk: int) -> dict:
     totals: dict[str, int] = {}
+    resp: dict[str, int] = {}
     reports = crashes = inputs = 0
     cmds = []
     t0 = time.perf_counter()
@@ -163,13 +183,15 @@ def run_standalone(binary: Path, runs: int, seed: int, chunk: int) -> dict:
             log(f"chunk {k} exited {r.returncode}:\n{r.stderr[-3000:]}")
         for key, v in STAT.findall(r.stdout):
             totals[key] = totals.get(key, 0) + int(v)
+        responses(r.stdout, resp)
         inputs += n + int(dict(STAT.findall(r.stdout)).get("boundary_inputs", 0))
         k += 1
         log(f"{inputs:>9,} / {runs:,} inputs, {time.perf_counter() - t0:6.1f} s")
     return {"engine": "standalone", "command": f"{cmds[0]} ... ({len(cmds)} chunks, seeds {seed}..{seed + k - 1})",
             "exit_code": 0 if not crashes else 1, "executions": totals.get("inputs"),
             "inputs_run": totals.get("inputs"), "seconds": time.perf_counter() - t0,
-            "crashes": crashes, "crash_files": [], "sanitizer_reports": reports, "stats": totals}
+            "crashes": crashes, "crash_files": [], "sanitizer_reports": reports, "stats": totals,
+            "responses": resp}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -205,7 +227,9 @@ def main(argv: list[str] | None = None) -> int:
               "inputs_per_s": (res["inputs_run"] or 0) / res["seconds"] if res["seconds"] else None,
               "compiler": version[0] if version else cc, "sanitizers": "address,undefined",
               **{k: stats.get(k) for k in ("oversize_frames", "overflow_nacks", "retransmissions",
-                                           "cobs_runs", "programs_accepted", "boundary_inputs")}}
+                                           "cobs_runs", "programs_accepted", "boundary_inputs",
+                                           "recordings", "record_chunks", "record_sweeps")},
+              "responses": res.pop("responses")}
     emit(result, args.json, title="fuzz_frame benchmark")
     ok = result["crashes"] == 0 and result["sanitizer_reports"] == 0 and result["exit_code"] == 0
     return 0 if ok else 1

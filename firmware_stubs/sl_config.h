@@ -35,6 +35,30 @@
 #define SL_MAX_SHIFT 20
 #endif
 
+/* The non-ideal chip this build emulates (docs/fixed_point.md, "Non-ideal chips"): its identity
+ * (uint32, the seed of its fixed pattern) and the sigma of threshold, leak (decay constants),
+ * per-neuron synaptic gain and membrane noise, each as floor(sigma * 2^16 + 0.5) in 0..65536.
+ * All 0: the ideal chip. The host port can override them at boot (--chip, --sigma-q16); the board
+ * never reports them to the host. */
+#ifndef SL_NONIDEAL   /* 0: leave the model out (saves 20 bytes per neuron of SL_MAX_LAYERS x SL_MAX_NEURONS) */
+#define SL_NONIDEAL 1
+#endif
+#ifndef SL_CHIP_ID
+#define SL_CHIP_ID 0u
+#endif
+#ifndef SL_SIGMA_THRESHOLD_Q16
+#define SL_SIGMA_THRESHOLD_Q16 0u
+#endif
+#ifndef SL_SIGMA_LEAK_Q16
+#define SL_SIGMA_LEAK_Q16 0u
+#endif
+#ifndef SL_SIGMA_GAIN_Q16
+#define SL_SIGMA_GAIN_Q16 0u
+#endif
+#ifndef SL_SIGMA_NOISE_Q16
+#define SL_SIGMA_NOISE_Q16 0u
+#endif
+
 /* Firmware version reported in INFO. */
 #define SL_FW_VERSION_MAJOR 0
 #define SL_FW_VERSION_MINOR 1
@@ -43,9 +67,15 @@
 /* Serial protocol version this build speaks (docs/protocol.md). Overridable only to test the
  * version check; a real build must leave it alone. */
 #ifndef SL_PROTOCOL_VERSION
-#define SL_PROTOCOL_VERSION 1
+#define SL_PROTOCOL_VERSION 2
 #endif
 #define SL_PROTOCOL_MIN_VERSION SL_PROTOCOL_VERSION
+
+/* Largest recording of one RUN frame (layer spikes and one layer's membranes, docs/protocol.md
+ * section 3.1), in bytes: one static buffer, reported in INFO. */
+#ifndef SL_MAX_RECORD_BYTES
+#define SL_MAX_RECORD_BYTES 16384u
+#endif
 
 /* Name of the port reported in INFO (at most 32 characters). */
 #ifndef SL_BOARD_NAME

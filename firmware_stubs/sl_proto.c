@@ -6,7 +6,9 @@
 #include "sl_crc.h"
 #include "sl_le.h"
 
-#define RUN_HEADER 10u
+#define RUN_HEADER 12u
+#define RECORD_HEADER 12u
+#define READ_PAYLOAD 6u
 
 static uint8_t *program_bytes(sl_proto *ctx)
 {
@@ -27,6 +29,8 @@ void sl_proto_init(sl_proto *ctx, sl_ostream out, uint32_t boot_id)
     ctx->loaded = 0;
     ctx->program_crc = 0;
     ctx->step = 0;
+    ctx->record_len = 0;
+    ctx->record_first = 0;
     sl_diag_clear(&ctx->diag);
 }
 
@@ -110,10 +114,15 @@ static sl_status do_hello(sl_proto *ctx, const sl_frame *f, size_t *len)
     uint8_t *p = ctx->payload;
     size_t name_len = sizeof name - 1u;
 
+    ctx->record_len = 0; /* every HELLO, LOAD and RESET ends a recording */
     if (f->len != 2)
         return fail(ctx, SL_ERR_BAD_LENGTH, SL_MSG_HELLO, f->len, "HELLO payload must be 2 bytes",
                     0, 0, 0);
-    if (SL_PROTOCOL_VERSION < f->payload[0] || SL_PROTOCOL_VERSION > f->payload[1])
+    /* The highest version both speak (docs/protocol.md section 2); this build speaks
+     * SL_PROTOCOL_MIN_VERSION..SL_PROTOCOL_VERSION and every frame it sends carries
+     * SL_PROTOCOL_VERSION, so with one version spoken the choice is that version or none. */
+    if (f->payload[0] > f->payload[1] || SL_PROTOCOL_VERSION < f->payload[0] ||
+        SL_PROTOCOL_VERSION > f->payload[1])
         return fail(ctx, SL_ERR_VERSION_MISMATCH, SL_PROTOCOL_VERSION,
                     (uint32_t)SL_PROTOCOL_MIN_VERSION | ((uint32_t)SL_PROTOCOL_VERSION << 8),
                     "board speaks protocol ", 1, SL_PROTOCOL_VERSION, 0);
@@ -126,7 +135,7 @@ static sl_status do_hello(sl_proto *ctx, const sl_frame *f, size_t *len)
     p[4] = SL_FW_VERSION_PATCH;
     p[5] = SL_PROFILE_MCU;
     p[6] = ctx->loaded ? 1u : 0u;
-    p[7] = 0;
+    p[7] = SL_PROTOCOL_VERSION;
     sl_put_u16(p + 8, SL_MAX_PAYLOAD);
     sl_put_u32(p + 10, SL_MAX_PROGRAM_BYTES);
     sl_put_u16(p + 14, SL_MAX_LAYERS);
@@ -135,14 +144,16 @@ static sl_status do_hello(sl_proto *ctx, const sl_frame *f, size_t *len)
     sl_put_u32(p + 20, ctx->build_id);
     sl_put_u32(p + 24, ctx->boot_id);
     sl_put_u32(p + 28, ctx->loaded ? ctx->program_crc : 0u);
-    p[32] = (uint8_t)name_len;
-    memcpy(p + 33, name, name_len);
-    *len = 33u + name_len;
+    sl_put_u32(p + 32, SL_MAX_RECORD_BYTES);
+    p[36] = (uint8_t)name_len;
+    memcpy(p + 37, name, name_len);
+    *len = 37u + name_len;
     return SL_OK;
 }
 
 static sl_status do_reset(sl_proto *ctx, const sl_frame *f, size_t *len)
 {
+    ctx->record_len = 0;
     if (f->len != 1)
         return fail(ctx, SL_ERR_BAD_LENGTH, SL_MSG_RESET, f->len, "RESET payload must be 1 byte",
                     0, 0, 0);
@@ -166,6 +177,7 @@ static sl_status do_load(sl_proto *ctx, const sl_frame *f, size_t *len)
 {
     uint32_t total, offset, crc, n;
 
+    ctx->record_len = 0;
     if (f->len < 12)
         return fail(ctx, SL_ERR_BAD_LENGTH, SL_MSG_LOAD, f->len, "LOAD payload under 12 bytes", 0,
                     0, 0);
@@ -271,16 +283,49 @@ static sl_status check_input(sl_proto *ctx, uint8_t enc, const uint8_t *d, uint3
     return SL_OK;
 }
 
+/* Bytes per step of the recording a RUN with these flags asks for (docs/protocol.md 3.1). */
+static uint32_t record_step_bytes(const sl_program *prog, uint8_t flags, uint32_t mem_layer)
+{
+    uint32_t k, n = 0;
+    if (flags & SL_RUN_REC_SPIKES)
+        for (k = 0; k < prog->num_layers; k++)
+            n += (prog->layers[k].num_neurons + 7u) / 8u;
+    if (flags & SL_RUN_REC_MEMBRANE)
+        n += 4u * prog->layers[mem_layer].num_neurons;
+    return n;
+}
+
+/* Append this step's recording (every layer's spike row, then one layer's membranes) at o. */
+static uint32_t record_step(sl_proto *ctx, uint8_t flags, uint32_t mem_layer, uint32_t o)
+{
+    const sl_program *prog = &ctx->prog;
+    uint32_t k, i;
+    if (flags & SL_RUN_REC_SPIKES)
+        for (k = 0; k < prog->num_layers; k++) {
+            uint32_t N = prog->layers[k].num_neurons, row = (N + 7u) / 8u;
+            memset(ctx->record + o, 0, row);
+            for (i = 0; i < N; i++)
+                if (ctx->core.spk[k][i])
+                    ctx->record[o + i / 8u] |= (uint8_t)(1u << (i % 8u));
+            o += row;
+        }
+    if (flags & SL_RUN_REC_MEMBRANE)
+        for (i = 0; i < prog->layers[mem_layer].num_neurons; i++, o += 4u)
+            sl_put_u32(ctx->record + o, (uint32_t)ctx->core.mem[mem_layer][i]);
+    return o;
+}
+
 static sl_status do_run(sl_proto *ctx, const sl_frame *f, size_t *len)
 {
     const uint8_t *p = f->payload;
     uint8_t flags, enc, *out = ctx->payload;
     uint32_t T, first, n_steps, N_in, N_out, row_in, row_out, w_out, bitmap_bytes, events_bytes;
-    uint32_t s, i, r = 0, o, L;
+    uint32_t s, i, r = 0, o, L, mem_layer, rec_step, rec = 0, reply;
+    const uint8_t known = SL_RUN_BEGIN | SL_RUN_COUNTERS | SL_RUN_REC_SPIKES | SL_RUN_REC_MEMBRANE;
     sl_status st;
 
     if (f->len < RUN_HEADER)
-        return fail(ctx, SL_ERR_BAD_LENGTH, SL_MSG_RUN, f->len, "RUN payload under 10 bytes", 0, 0,
+        return fail(ctx, SL_ERR_BAD_LENGTH, SL_MSG_RUN, f->len, "RUN payload under 12 bytes", 0, 0,
                     0);
     if (!ctx->loaded)
         return fail(ctx, SL_ERR_NOT_LOADED, 0, 0, "RUN before a program is loaded", 0, 0, 0);
@@ -289,21 +334,28 @@ static sl_status do_run(sl_proto *ctx, const sl_frame *f, size_t *len)
     T = sl_get_u16(p + 2);
     first = sl_get_u32(p + 4);
     n_steps = sl_get_u16(p + 8);
-    if ((flags & ~(SL_RUN_BEGIN | SL_RUN_COUNTERS)) || enc > SL_ENC_EVENTS || T == 0 ||
-        n_steps == 0)
+    mem_layer = p[10];
+    if ((flags & ~known) || enc > SL_ENC_EVENTS || T == 0 || n_steps == 0 || p[11] != 0)
         return fail(ctx, SL_ERR_BAD_INPUT, SL_MSG_RUN, 0, "RUN flags/encoding/T/n_steps invalid",
                     0, 0, 0);
     N_in = ctx->prog.num_inputs;
     N_out = ctx->prog.num_outputs;
     L = ctx->prog.num_layers;
+    if ((flags & SL_RUN_REC_MEMBRANE) ? mem_layer >= L : mem_layer != 0)
+        return fail(ctx, SL_ERR_BAD_INPUT, SL_MSG_RUN, mem_layer, "RUN mem_layer ", 1, mem_layer,
+                    " invalid");
     row_in = (N_in + 7u) / 8u;
     row_out = (N_out + 7u) / 8u;
     w_out = event_width(N_out);
-    (void)row_in;
-    if (RUN_HEADER + n_steps * row_out + ((flags & SL_RUN_COUNTERS) ? 1u + 8u * L : 0u) >
-        SL_MAX_PAYLOAD)
+    rec_step = record_step_bytes(&ctx->prog, flags, mem_layer);
+    reply = RUN_HEADER + n_steps * row_out + ((flags & SL_RUN_COUNTERS) ? 1u + 8u * L : 0u) +
+            (rec_step ? 4u : 0u);
+    if (reply > SL_MAX_PAYLOAD)
         return fail(ctx, SL_ERR_OVERFLOW, 1, SL_MAX_PAYLOAD, "OUTPUT for ", 1, n_steps,
                     " steps would not fit a frame");
+    if (rec_step && n_steps > SL_MAX_RECORD_BYTES / rec_step) /* division: no u32 overflow */
+        return fail(ctx, SL_ERR_OVERFLOW, 3, SL_MAX_RECORD_BYTES, "recording of ", 1, n_steps,
+                    " steps exceeds board memory");
     if (first != ((flags & SL_RUN_BEGIN) ? 0u : ctx->step))
         return fail(ctx, SL_ERR_BAD_STEP, 0, (flags & SL_RUN_BEGIN) ? 0u : ctx->step,
                     "RUN first_step ", 1, first, " is not the board's step");
@@ -315,6 +367,7 @@ static sl_status do_run(sl_proto *ctx, const sl_frame *f, size_t *len)
         ctx->step = 0;
     memset(ctx->counters, 0, sizeof ctx->counters);
     memset(ctx->bitmap, 0, n_steps * row_out);
+    ctx->record_len = 0;
     events_bytes = 0;
     r = RUN_HEADER;
     for (s = 0; s < n_steps; s++) {
@@ -334,6 +387,8 @@ static sl_status do_run(sl_proto *ctx, const sl_frame *f, size_t *len)
         }
         sl_core_step(&ctx->core, &ctx->prog, ctx->in_spk, ctx->out_spk,
                      (flags & SL_RUN_COUNTERS) ? ctx->counters : 0);
+        if (rec_step)
+            rec = record_step(ctx, flags, mem_layer, rec);
         for (i = 0; i < N_out; i++)
             if (ctx->out_spk[i]) {
                 ctx->bitmap[s * row_out + i / 8u] |= (uint8_t)(1u << (i % 8u));
@@ -342,12 +397,16 @@ static sl_status do_run(sl_proto *ctx, const sl_frame *f, size_t *len)
         events_bytes += w_out * (1u + spikes);
         ctx->step++;
     }
+    ctx->record_len = rec;
+    ctx->record_first = first;
 
     bitmap_bytes = n_steps * row_out;
-    out[0] = (uint8_t)(flags & SL_RUN_COUNTERS);
+    out[0] = (uint8_t)(flags & ~SL_RUN_BEGIN);
     sl_put_u16(out + 2, (uint16_t)T);
     sl_put_u32(out + 4, first);
     sl_put_u16(out + 8, (uint16_t)n_steps);
+    out[10] = (uint8_t)mem_layer;
+    out[11] = 0;
     o = RUN_HEADER;
     if (events_bytes < bitmap_bytes) {
         out[1] = SL_ENC_EVENTS;
@@ -374,7 +433,46 @@ static sl_status do_run(sl_proto *ctx, const sl_frame *f, size_t *len)
             sl_put_u32(out + o + 4u, ctx->counters[i].synops);
         }
     }
+    if (rec_step) {
+        /* o <= reply - 4 (events are chosen only when shorter than the bitmap), so the first
+         * chunk never takes the payload past SL_MAX_PAYLOAD. */
+        uint32_t k = SL_MAX_PAYLOAD - (o + 4u);
+        if (k > rec)
+            k = rec;
+        sl_put_u32(out + o, rec);
+        memcpy(out + o + 4u, ctx->record, k);
+        o += 4u + k;
+    }
     *len = o;
+    return SL_OK;
+}
+
+/* READ: a chunk of the recording (docs/protocol.md section 3.1). */
+static sl_status do_read(sl_proto *ctx, const sl_frame *f, size_t *len)
+{
+    uint32_t offset, max_len, n;
+    uint8_t *out = ctx->payload;
+
+    if (f->len != READ_PAYLOAD)
+        return fail(ctx, SL_ERR_BAD_LENGTH, SL_MSG_READ, f->len, "READ payload must be 6 bytes", 0,
+                    0, 0);
+    if (!ctx->loaded) /* a board that restarted: the host reloads and reruns (section 4) */
+        return fail(ctx, SL_ERR_NOT_LOADED, 0, 0, "READ before a program is loaded", 0, 0, 0);
+    offset = sl_get_u32(f->payload);
+    max_len = sl_get_u16(f->payload + 4);
+    if (offset >= ctx->record_len)
+        return fail(ctx, SL_ERR_BAD_OFFSET, 0, ctx->record_len, "READ offset ", 1, offset,
+                    ctx->record_len ? " past the recording" : " with no recording");
+    n = ctx->record_len - offset;
+    if (n > SL_MAX_PAYLOAD - RECORD_HEADER)
+        n = SL_MAX_PAYLOAD - RECORD_HEADER;
+    if (max_len != 0 && n > max_len)
+        n = max_len;
+    sl_put_u32(out, ctx->record_first);
+    sl_put_u32(out + 4, offset);
+    sl_put_u32(out + 8, ctx->record_len);
+    memcpy(out + RECORD_HEADER, ctx->record + offset, n);
+    *len = RECORD_HEADER + n;
     return SL_OK;
 }
 
@@ -386,7 +484,9 @@ static sl_status handle(sl_proto *ctx, const sl_frame *f)
     sl_status st;
 
     ctx->requests++;
-    if (f->version != SL_PROTOCOL_VERSION) {
+    /* A HELLO is read whatever its header version (its payload is the same in every version);
+     * do_hello negotiates. Every other request must carry the version this board speaks. */
+    if (f->version != SL_PROTOCOL_VERSION && f->type != SL_MSG_HELLO) {
         fail(ctx, SL_ERR_VERSION_MISMATCH, SL_PROTOCOL_VERSION,
              (uint32_t)SL_PROTOCOL_MIN_VERSION | ((uint32_t)SL_PROTOCOL_VERSION << 8),
              "board speaks protocol ", 1, SL_PROTOCOL_VERSION, 0);
@@ -421,6 +521,9 @@ static sl_status handle(sl_proto *ctx, const sl_frame *f)
         break;
     case SL_MSG_RUN:
         st = do_run(ctx, f, &len);
+        break;
+    case SL_MSG_READ:
+        st = do_read(ctx, f, &len);
         break;
     default:
         st = fail(ctx, SL_ERR_UNKNOWN_TYPE, f->type, f->type, "unknown message type ", 1, f->type,

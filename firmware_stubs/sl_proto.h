@@ -1,5 +1,5 @@
 /* sl_proto.h: the board side of the serial protocol (docs/protocol.md): feeds received bytes
- * through the frame receiver, dispatches requests (HELLO, PING, RESET, LOAD, RUN), suppresses
+ * through the frame receiver, dispatches requests (HELLO, PING, RESET, LOAD, RUN, READ), suppresses
  * duplicates, and writes responses through an output stream callback — so the same code runs on a
  * memory buffer in tests, on a pty in the host port and on a UART on a board. */
 #ifndef SL_PROTO_H
@@ -17,9 +17,9 @@
 
 enum {
     SL_MSG_HELLO = 0x01, SL_MSG_PING = 0x02, SL_MSG_RESET = 0x03, SL_MSG_LOAD = 0x04,
-    SL_MSG_RUN = 0x05, SL_MSG_RESPONSE = 0x80, SL_MSG_ERROR = 0xFF
+    SL_MSG_RUN = 0x05, SL_MSG_READ = 0x06, SL_MSG_RESPONSE = 0x80, SL_MSG_ERROR = 0xFF
 };
-enum { SL_RUN_BEGIN = 0x01, SL_RUN_COUNTERS = 0x02 };
+enum { SL_RUN_BEGIN = 0x01, SL_RUN_COUNTERS = 0x02, SL_RUN_REC_SPIKES = 0x04, SL_RUN_REC_MEMBRANE = 0x08 };
 enum { SL_ENC_BITMAP = 0, SL_ENC_EVENTS = 1 };
 
 /* Output stream: write all n bytes, return 0 on success (non-zero: the link is gone). */
@@ -60,6 +60,12 @@ typedef struct {
     uint8_t out_spk[SL_MAX_NEURONS];
     sl_counter counters[SL_MAX_LAYERS];
     sl_diag diag;
+
+    /* The recording of the last RUN that asked for one (docs/protocol.md section 3.1), read in
+     * chunks by OUTPUT and READ; record_len 0: none. */
+    uint8_t record[SL_MAX_RECORD_BYTES];
+    uint32_t record_len;
+    uint32_t record_first; /* first_step of the RUN that made it */
 } sl_proto;
 
 /* Cold start (as after power-up): no program, empty caches. */

@@ -125,7 +125,22 @@ def row_scales(w: np.ndarray) -> np.ndarray:
     """Per-neuron (row) weight scales [N]: `best_weight_scale` of each row. Each neuron's state has
     its own units K_i = s_i · 2^w_shift (threshold and bias are per-neuron integers, and a neuron's
     spikes do not depend on the units of its membrane), so per-row scales are exact to represent."""
-    return np.array([best_weight_scale(row)[0] for row in np.atleast_2d(w)])
+    w = np.atleast_2d(w)
+    # `best_weight_scale` of every row at once (the same candidates, float operations and strict
+    # first-improvement rule, so the same scales; the per-row loop cost 22 ms for a 64x64 layer)
+    wmax = np.abs(w).max(axis=1)
+    nz = wmax > 0
+    base = np.where(nz, 127.0 / np.where(nz, wmax, 1.0), 1.0)
+    best_s, best_mse = base.copy(), np.full(w.shape[0], math.inf)
+    s_all = (SCALE_CANDIDATES[:, None] * 127.0) / np.where(nz, wmax, 1.0)[None, :]   # [C, N]
+    chunk = max(1, 2_000_000 // max(w.size, 1))  # candidates per vectorised block (bounded memory)
+    for lo in range(0, len(s_all), chunk):
+        sc = s_all[lo:lo + chunk]
+        q = np.clip(np.round(w[None] * sc[:, :, None]), INT8_MIN, INT8_MAX)
+        for s, mse in zip(sc, np.mean((w[None] - q / sc[:, :, None]) ** 2, axis=2)):
+            better = nz & (mse < best_mse - 1e-18)
+            best_s, best_mse = np.where(better, s, best_s), np.where(better, mse, best_mse)
+    return best_s
 
 
 def _quantize_int8(w: np.ndarray, s) -> tuple[np.ndarray, float]:

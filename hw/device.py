@@ -162,7 +162,8 @@ def parse_uri(uri: str) -> DeviceURI:
         raise ValueError(f"device URI must be a non-empty string, got {uri!r}")
     uri = uri.strip()
     if ":" not in uri:
-        return DeviceURI(uri, uri.lower())
+        name, _, query = uri.partition("?")  # `sim?chip=7&mismatch=0.15`: options without a target
+        return DeviceURI(uri, name.lower(), "", dict(parse_qsl(query, keep_blank_values=True)))
     parts = urlsplit(uri)
     if not parts.scheme:
         raise ValueError(f"device URI {uri!r} has no scheme (e.g. sim, sim:cuda, serial:///dev/ttyACM0)")
@@ -173,7 +174,8 @@ def parse_uri(uri: str) -> DeviceURI:
 DeviceFactory = Callable[..., Device]
 _BACKENDS: dict[str, DeviceFactory] = {}
 # Schemes implemented in modules that register themselves on import.
-LAZY_BACKENDS: dict[str, str] = {"sim": "hw.sim", "emulator": "hw.emulator", "serial": "hw.serial"}
+LAZY_BACKENDS: dict[str, str] = {"sim": "hw.sim", "emulator": "hw.emulator", "serial": "hw.serial",
+                                 "lava": "hw.vendor.devices", "xylosim": "hw.vendor.devices"}
 
 
 def register_backend(scheme: str, factory: DeviceFactory) -> None:

@@ -8,6 +8,9 @@ emulator exercises the same serial path, protocol and firmware code as a real bo
 
 The firmware is built with `make` when its binary is missing or older than its sources
 (`firmware_binary`). Set SPIKELOOP_FIRMWARE_DIR to use a firmware tree elsewhere.
+`emulator?chip=7&mismatch=0.15&noise=0.02` boots the firmware as that non-ideal chip
+(docs/fixed_point.md, "Non-ideal chips"; the flags `--chip`/`--sigma-q16` of the host port): the
+host side learns nothing of it, as with a real board.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import time
 from pathlib import Path
 
 from hw.device import DeviceError, register_backend
+from hw.nonideal import ChipModel
 from hw.serial.device import SerialDevice, check_profile
 
 VARIANTS = {"host": "spikeloop-fw-host", "asan": "spikeloop-fw-host-asan"}
@@ -152,13 +156,17 @@ class EmulatorDevice(SerialDevice):
     backend = "emulator"
 
     def __init__(self, variant: str = "host", *, firmware: str | Path | None = None,
-                 reboot_after: int | None = None, build: bool = True, **kwargs):
+                 reboot_after: int | None = None, build: bool = True, chip: ChipModel | None = None,
+                 **kwargs):
         if variant not in VARIANTS:
             raise ValueError(f"emulator variant must be one of {sorted(VARIANTS)}, got {variant!r}")
         if reboot_after is not None and (not isinstance(reboot_after, int) or reboot_after < 1):
             raise ValueError(f"reboot_after must be a positive integer, got {reboot_after!r}")
+        if chip is not None and not isinstance(chip, ChipModel):
+            raise TypeError(f"chip must be a hw.nonideal.ChipModel, got {type(chip).__name__}")
         super().__init__("", **kwargs)
         self.variant, self.firmware, self.reboot_after, self.build = variant, firmware, reboot_after, build
+        self.chip = chip  # boot arguments only: the link never carries it
         self.process: FirmwareProcess | None = None
         self.exit_code: int | None = None
         self.firmware_stderr = ""
@@ -168,6 +176,8 @@ class EmulatorDevice(SerialDevice):
             return self
         binary = Path(self.firmware) if self.firmware else firmware_binary(self.variant, self.build)
         args = ("--reboot-after", str(self.reboot_after)) if self.reboot_after else ()
+        if self.chip is not None:
+            args += self.chip.firmware_args()
         self.process = FirmwareProcess(binary, args)
         self.port = self.process.start()
         try:
@@ -209,6 +219,9 @@ def _factory(uri, **kwargs) -> EmulatorDevice:
                 raise ValueError(f"emulator URI {uri.raw!r}: {key} must be a number") from None
     if "firmware" in params:
         kw["firmware"] = params.pop("firmware")
+    chip = ChipModel.from_uri_params(params, f"emulator URI {uri.raw!r}")
+    if chip is not None:
+        kw["chip"] = chip
     if params:
         raise ValueError(f"emulator URI {uri.raw!r}: unknown parameters {sorted(params)}")
     check_profile(kwargs.pop("profile", None))

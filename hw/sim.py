@@ -6,6 +6,8 @@ samples, on CUDA when asked (`sim:cuda`). Layers run one after another over all 
 float model), so each layer is one exact GEMM plus a loop over time of elementwise integer updates.
 URIs: `sim` (CPU) and `sim:cuda`, both taking `profile=` (default mcu). The xylosim profiles
 (xylo-imu, xylo-audio2) run with `hw.fixed_point.xylosim_layer` and the chip's hidden → readout delay.
+A non-ideal `mcu` chip (`hw.nonideal`, docs/fixed_point.md "Non-ideal chips") is asked for with
+`sim?chip=7&mismatch=0.15&noise=0.02` (or `chip=ChipModel(...)`).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import torch
 
 from . import fixed_point as fxp
+from . import nonideal as ni
 from .device import Device, DeviceError, DeviceInfo, DeviceURI, RunResult, as_program, check_input_spikes
 from .device import register_backend
 from .profiles import get_profile
@@ -24,8 +27,16 @@ SIM_VERSION = "spikeloop-sim 1"
 class SimulatedDevice(Device):
     """A software device for `profile` on `device` ("cpu" or "cuda")."""
 
-    def __init__(self, profile: str = "mcu", device: str | torch.device = "cpu"):
+    def __init__(self, profile: str = "mcu", device: str | torch.device = "cpu",
+                 chip: ni.ChipModel | None = None):
         self.profile = get_profile(profile)
+        if chip is not None and not isinstance(chip, ni.ChipModel):
+            raise TypeError(f"chip must be a hw.nonideal.ChipModel, got {type(chip).__name__}")
+        if chip is not None and not chip.ideal and self.profile.arithmetic != "mcu":
+            raise ValueError(f"the non-ideal chip model is defined for the mcu profile, not {self.profile.name!r}")
+        self.chip = None if chip is None or chip.ideal else chip
+        self._nonideal: list[ni.NonidealLayer] = []
+        self._samples = 0  # samples run since open(): the noise counter (docs/fixed_point.md)
         self.device = torch.device(device)
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise DeviceError("sim:cuda needs a CUDA GPU, and none is available here (use 'sim')")
@@ -38,6 +49,8 @@ class SimulatedDevice(Device):
         return "sim:cuda" if self.device.type == "cuda" else "sim"
 
     def open(self) -> "SimulatedDevice":
+        if not self._open:
+            self._samples = 0
         self._open = True
         return self
 
@@ -50,14 +63,22 @@ class SimulatedDevice(Device):
             raise DeviceError(f"{self.backend} device is not open (use open() or a with block)")
 
     def info(self) -> DeviceInfo:
-        return DeviceInfo(self.backend, self.profile.name, SIM_VERSION, self.profile.capacities(),
-                          {"torch_device": str(self.device)})
+        extra = {"torch_device": str(self.device)}
+        if self.chip is not None:
+            extra["chip"] = self.chip.to_dict()
+        return DeviceInfo(self.backend, self.profile.name, SIM_VERSION, self.profile.capacities(), extra)
 
     def load(self, program: Program | bytes) -> None:
         """Load a program; bytes are decoded and validated exactly as a board would."""
         self._check_open()
         prog = as_program(program, self.profile.name)
-        self._params = [fxp.layer_params(l, self.device) for l in prog.layers]
+        layers = prog.layers
+        if self.chip is not None:  # the chip's fixed pattern, applied once per load
+            pairs = [ni.mismatched_layer(l, k, self.chip) for k, l in enumerate(layers)]
+            layers = [p[0] for p in pairs]
+            self._nonideal = [ni.NonidealLayer(*(None if t is None else t.to(self.device) for t in p[1]))
+                              for p in pairs]
+        self._params = [fxp.layer_params(l, self.device) for l in layers]
         self.program = prog
 
     def reset(self) -> None:
@@ -78,7 +99,11 @@ class SimulatedDevice(Device):
         max_count = 1
         drive_fn, step_fn = fxp.arithmetic(self.profile.name)
         counters, membranes, layer_spikes = {}, {}, {}
+        samples = torch.arange(self._samples, self._samples + B, dtype=torch.int64, device=self.device)
+        self._samples += B
         for k, p in enumerate(self._params):
+            nl = self._nonideal[k] if self.chip is not None else None
+            noise = ni.noise_q(nl, samples, T) if nl is not None else None
             n = p.threshold.shape[0]
             # one GEMM for all steps; conversion and drive per step keep the large tensors few
             a = fxp.exact_dot_float(h, p.weights_t_shifted, max_count).reshape(T, B, n)
@@ -86,8 +111,14 @@ class SimulatedDevice(Device):
             state = fxp.init_state(B, n, self.device, counts=self.profile.max_spikes_per_step > 1)
             out = torch.empty(T, B, n, dtype=torch.float32, device=self.device)
             mem = torch.empty(T, B, n, dtype=torch.int32, device=self.device) if probe else None
+            if nl is not None and nl.gain_q16 is not None:
+                a = ni.apply_gain(a.to(torch.int64), nl)  # all steps at once (int64, exact)
             for t in range(T):
                 s, state = step_fn(drive_fn(a[t].to(torch.int64), p), state, p)
+                if noise is not None:  # membrane noise before the spike test
+                    u = ni.add_noise(state.u, noise[t])
+                    s = u > p.threshold
+                    state = fxp.NeuronState(u, state.i, s)
                 out[t] = s
                 if probe:
                     mem[t] = state.u
@@ -132,9 +163,14 @@ def _sim_factory(uri: DeviceURI, profile: str = "mcu", **kwargs) -> SimulatedDev
     target = uri.target or uri.params.get("device", "cpu")
     if target not in ("cpu", "cuda") and not target.startswith("cuda:"):
         raise ValueError(f"sim target must be cpu or cuda (e.g. 'sim:cuda'), got {target!r}")
+    chip = kwargs.pop("chip", None)
     if kwargs:
         raise TypeError(f"sim device got unexpected options {sorted(kwargs)}")
-    return SimulatedDevice(profile=uri.params.get("profile", profile), device=target)
+    params = dict(uri.params)
+    from_uri = ni.ChipModel.from_uri_params(params, f"sim URI {uri.raw!r}")
+    if from_uri is not None and chip is not None:
+        raise ValueError(f"sim URI {uri.raw!r} names a chip and chip= was given too; use one")
+    return SimulatedDevice(profile=params.get("profile", profile), device=target, chip=from_uri or chip)
 
 
 register_backend("sim", _sim_factory)

@@ -202,7 +202,7 @@ def test_corrupt_programs_are_refused_by_host_and_board_and_board_stays_usable(e
             _raw_load(emulator, blob)
         assert e.value.error.message, what
         with pytest.raises(BoardError, match="NOT_LOADED"):
-            emulator.link.request(MsgType.RUN, struct.pack("<BBHIH", 1, 0, 12, 0, 1) + bytes(5))
+            emulator.link.request(MsgType.RUN, struct.pack("<BBHIHBB", 1, 0, 12, 0, 1, 0, 0) + bytes(5))
     with pytest.raises(BoardError, match="CHECKSUM_MISMATCH"):
         _raw_load(emulator, good, crc=zlib.crc32(good) ^ 0xFFFF)
     emulator.load(prog)
@@ -219,8 +219,8 @@ def test_clear_errors_for_misuse(emulator):
         emulator.run(random_spikes(3, 2, 41))
     with pytest.raises(ValueError, match="0 or 1"):
         emulator.run(random_spikes(3, 2, 40) * 2)
-    with pytest.raises(DeviceError, match="probe"):
-        emulator.run(random_spikes(3, 2, 40), probe=True)
+    with pytest.raises(ValueError, match="membrane_layer"):      # probes: tests/test_protocol_v2.py
+        emulator.run(random_spikes(3, 2, 40), probe=True, membrane_layer=2)
     with pytest.raises(ValueError, match="mcu"):
         open_device("emulator", profile="loihi")
     with pytest.raises(ValueError, match="unknown parameters"):
@@ -243,15 +243,23 @@ def test_reset_info_and_clean_stop():
 
 def test_bench_link_prints_one_json_object_with_efficiency(capsys):
     from experiments.bench_link import main as bench
-    assert bench(["--samples", "24", "--batch", "24", "--payloads", "64,1024", "--repeats", "1", "--json"]) == 0
+    assert bench(["--samples", "24", "--batch", "24", "--payloads", "64,1024", "--repeats", "1",
+                  "--recording", "off,membrane", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    small, big = out["rows"]
+    small, big, rec_small, rec_big = out["rows"]
     assert out["bit_exact_vs_sim"] and out["samples"] == 24 and out["num_steps"] == 20
+    assert [r["recording"] for r in out["rows"]] == ["off", "off", "membrane", "membrane"]
     assert small["frames"] > big["frames"]
     assert small["link_efficiency"] < big["link_efficiency"]
     assert big["link_efficiency"] >= 0.9 and big["spike_data_efficiency"] >= 0.9
-    for key in ("timesteps_per_s", "sim_timesteps_per_s", "host_us_per_frame", "wall_us_per_frame"):
+    for key in ("timesteps_per_s", "sim_timesteps_per_s", "host_us_per_frame", "wall_us_per_frame",
+                "samples_per_s"):
         assert big[key] > 0
+    # recording 64 + 10 spikes and 64 membranes (4 bytes) per step: 8 + 2 + 256 recorded bytes a
+    # step on top of the output raster, so at least 24 * 20 * 266 more bytes from the board
+    assert rec_big["bytes_per_sample"] - big["bytes_per_sample"] >= 20 * 266
+    assert rec_big["read_frames"] > 0 and rec_big["link_efficiency"] >= 0.9
+    assert rec_small["bytes_per_sample"] > rec_big["bytes_per_sample"]
 
 
 def test_firmware_binary_builds_when_missing_or_stale_and_reports_failures(tmp_path, monkeypatch):

@@ -16,7 +16,7 @@ import pytest
 import program_corpus as pc
 from hw.emulator import firmware_binary, firmware_dir
 from hw.program import Program, ProgramError
-from hw.serial.frame import Frame, FrameReceiver
+from hw.serial.frame import PROTOCOL_VERSION, Frame, FrameReceiver
 from hw.serial.messages import BoardErrorInfo, BoardInfo, ErrorCode, MsgType, load_payload
 
 BOARD_MAX_PAYLOAD = 1024  # SL_MAX_PAYLOAD of the host build (firmware_stubs/sl_config.h)
@@ -52,6 +52,8 @@ def test_bounded_fuzz_campaign_reaches_deep_paths_without_crash():
     codes = dict(re.findall(r"(\d+)=(\d+)", r.stdout.split("error_codes:")[1].split("\n")[0]))
     assert int(responses.get("85", 0)) > 0       # RUN frames were executed (OUTPUT answers)
     assert int(responses.get("84", 0)) > 0       # LOAD chunks accepted
+    assert int(responses.get("86", 0)) > 0       # READ chunks of recordings (protocol v2)
+    assert stat["recordings"] > 0 and stat["record_sweeps"] > 0 and stat["record_chunks"] >= stat["record_sweeps"]
     assert len(codes) >= 8                        # and many different refusals
     assert int(re.search(r"programs_accepted: (\d+)", r.stdout).group(1)) > 0
 
@@ -76,21 +78,21 @@ def test_python_encodes_c_decodes_and_c_encodes_python_decodes():
     payloads = [b"", b"\x00", b"\x00" * 300, bytes(range(1, 255)), bytes(range(1, 256)),
                 bytes(range(0, 255)), bytes(253) + b"\x01", b"\x01" * 508, b"\x01" * 509,
                 np.random.default_rng(0).integers(0, 256, 1024, dtype=np.uint8).tobytes()]
-    hello = Frame(1, MsgType.HELLO, 1, bytes([1, 1])).encode()
-    pings = b"".join(Frame(1, MsgType.PING, 100 + i, p).encode() for i, p in enumerate(payloads))
+    hello = Frame(2, MsgType.HELLO, 1, bytes([2, 2])).encode()
+    pings = b"".join(Frame(2, MsgType.PING, 100 + i, p).encode() for i, p in enumerate(payloads))
     out = _stdio_session(b"\x00" + hello + pings)
     wires = [w + b"\x00" for w in out.split(b"\x00")[:-1]]
     assert len(wires) == 1 + len(payloads)
     info = BoardInfo.from_payload(FrameReceiver().feed(wires[0])[0].payload)
-    assert info.name == "host-posix" and info.profile == "mcu" and info.proto_version == 1
+    assert info.name == "host-posix" and info.profile == "mcu" and info.proto_version == 2
     for i, (p, w) in enumerate(zip(payloads, wires[1:])):
-        assert w == Frame(1, MsgType.PONG, 100 + i, p).encode(), f"payload {i}"
+        assert w == Frame(2, MsgType.PONG, 100 + i, p).encode(), f"payload {i}"
         (f,) = FrameReceiver().feed(w)
         assert f.payload == p
 
 
 def test_c_nacks_a_damaged_python_frame_and_answers_the_next():
-    good = Frame(1, MsgType.PING, 7, b"abc").encode()
+    good = Frame(PROTOCOL_VERSION, MsgType.PING, 7, b"abc").encode()
     bad = bytearray(good)
     bad[4] ^= 0x10
     out = _stdio_session(bytes(bad) + good)
@@ -104,7 +106,7 @@ def test_c_nacks_a_damaged_python_frame_and_answers_the_next():
 
 def test_c_refuses_a_python_program_whose_whole_crc_is_wrong():
     blob = bytes(64)
-    req = Frame(1, MsgType.LOAD, 3, load_payload(len(blob), 0, zlib.crc32(blob) ^ 1, blob)).encode()
+    req = Frame(PROTOCOL_VERSION, MsgType.LOAD, 3, load_payload(len(blob), 0, zlib.crc32(blob) ^ 1, blob)).encode()
     (f,) = FrameReceiver().feed(_stdio_session(req))
     err = BoardErrorInfo.from_payload(f.payload)
     assert err.code == ErrorCode.CHECKSUM_MISMATCH and err.value == zlib.crc32(blob)
@@ -124,14 +126,14 @@ def _pong_or_nack(frames: list, seq: int, payload: bytes) -> bool:
 def test_pings_above_max_payload_get_an_overflow_nack_not_an_echo():
     """Zero payloads of 1024..1029 bytes fit the 1040-byte receive buffer once COBS-encoded; only
     1024 may be echoed. A retransmission after each oversize frame gets the original answer."""
-    first = Frame(1, MsgType.PING, 7, b"hello").encode()
+    first = Frame(PROTOCOL_VERSION, MsgType.PING, 7, b"hello").encode()
     stream, expect = bytearray(b"\x00" + first), [(7, b"hello")]
     for n in range(BOARD_MAX_PAYLOAD, BOARD_MAX_PAYLOAD + 6):
-        big = Frame(1, MsgType.PING, 8, bytes(n)).encode()
+        big = Frame(PROTOCOL_VERSION, MsgType.PING, 8, bytes(n)).encode()
         assert len(big) <= 1041  # reaches the board's decoder, not its wire-length overflow
         stream += big + first
         expect += [(8, bytes(n)), (7, b"hello")]
-    stream += Frame(1, MsgType.PING, 9, b"next").encode()
+    stream += Frame(PROTOCOL_VERSION, MsgType.PING, 9, b"next").encode()
     expect.append((9, b"next"))
     out = _stdio_session(bytes(stream))
     wires = [w + b"\x00" for w in out.split(b"\x00")[:-1]]
@@ -148,7 +150,7 @@ def test_board_and_python_refuse_the_same_programs_over_load():
     ok = pc.program(pc.chain(2))
     blobs = {"8.2": pc.program(pc.chain(2), num_steps=0), "8.3": pc.program(pc.chain(2), dt_ns=0),
              "5.3": pc.program(pc.chain(2), name=b"ab\0c"), None: ok}
-    reqs = b"".join(Frame(1, MsgType.LOAD, 20 + i, load_payload(len(b), 0, zlib.crc32(b), b)).encode()
+    reqs = b"".join(Frame(PROTOCOL_VERSION, MsgType.LOAD, 20 + i, load_payload(len(b), 0, zlib.crc32(b), b)).encode()
                     for i, b in enumerate(blobs.values()))
     frames = FrameReceiver().feed(_stdio_session(reqs))
     assert len(frames) == len(blobs)

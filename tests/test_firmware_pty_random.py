@@ -14,7 +14,7 @@ import torch
 
 from hw.compiler import compile_model
 from hw.device import open_device
-from hw.serial import Frame, MsgType
+from hw.serial import PROTOCOL_VERSION, Frame, MsgType
 from snn.model import build_model
 from snn.spec import Leaky, Linear, ModelSpec, RLeaky
 
@@ -24,10 +24,11 @@ pytestmark = pytest.mark.skipif(shutil.which("make") is None or shutil.which("cc
 
 def _random_frame(rng: np.random.Generator, seq: int, blob: bytes) -> bytes:
     kind = rng.integers(0, 6)
-    if kind == 0:       # RUN shaped: random flags/encoding/T/first_step/n_steps and data
+    if kind == 0:       # RUN shaped: random flags (recording ones too)/encoding/T/first_step/n_steps/mem_layer
         n = int(rng.integers(1, 30))
-        head = struct.pack("<BBHIH", int(rng.integers(0, 4)), int(rng.integers(0, 3)),
-                           int(rng.integers(0, 25)), int(rng.integers(0, 3)) * int(rng.integers(0, 60)), n)
+        head = struct.pack("<BBHIHBB", int(rng.integers(0, 16)), int(rng.integers(0, 3)),
+                           int(rng.integers(0, 25)), int(rng.integers(0, 3)) * int(rng.integers(0, 60)), n,
+                           int(rng.integers(0, 3)), 0)
         payload = head + rng.integers(0, 256, int(rng.integers(0, 5 * n + 4)), dtype=np.uint8).tobytes()
         mtype = MsgType.RUN
     elif kind == 1:     # LOAD shaped: chunks of a valid program at random offsets, some CRCs wrong
@@ -45,10 +46,10 @@ def _random_frame(rng: np.random.Generator, seq: int, blob: bytes) -> bytes:
     elif kind == 4:     # noise (no zero bytes, then a delimiter)
         return rng.integers(1, 256, int(rng.integers(1, 300)), dtype=np.uint8).tobytes() + b"\x00"
     else:               # a valid frame with one byte damaged
-        wire = bytearray(Frame(1, MsgType.PING, seq, b"damaged").encode())
+        wire = bytearray(Frame(PROTOCOL_VERSION, MsgType.PING, seq, b"damaged").encode())
         wire[int(rng.integers(0, len(wire) - 1))] ^= 0x21
         return bytes(wire)
-    return Frame(1, mtype, seq, payload).encode()
+    return Frame(PROTOCOL_VERSION, mtype, seq, payload).encode()
 
 
 def test_random_frames_over_pty_with_sanitizers():

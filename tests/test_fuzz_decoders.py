@@ -24,7 +24,8 @@ from hypothesis import strategies as st
 from hw.program import HEADER_SIZE, Program, ProgramError, crc32_of
 from hw.serial.cobs import CobsError, cobs_decode, cobs_encode
 from hw.serial.frame import Frame, FrameError, FrameReceiver, decode_wire
-from hw.serial.messages import BoardErrorInfo, BoardInfo, decode_spikes, parse_output
+from hw.serial.messages import (RUN_HEADER, BoardErrorInfo, BoardInfo, decode_record, decode_spikes,
+                                parse_output, parse_record, record_step_bytes)
 from snn.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from snn.model import build_model
 from snn.spec import Leaky, Linear, ModelSpec, RLeaky, Synaptic
@@ -161,6 +162,54 @@ def test_output_payload_decoder(data, n_out):
         return
     assert out.spikes.shape == (out.n_steps, n_out)
     assert set(np.unique(out.spikes)) <= {0, 1}
+
+
+@FUZZ
+@given(st.integers(0, 15), st.integers(0, 1), st.integers(0, 30), st.integers(0, 255), st.binary(max_size=300),
+       st.integers(1, 300))
+def test_output_payload_decoder_with_recording(flags, enc, n_steps, mem_layer, body, n_out):
+    """OUTPUTs whose header asks for counters and/or a recording (protocol v2), with random bodies:
+    a decoded one has its record_total and an inline chunk no longer than it."""
+    data = RUN_HEADER.pack(flags, enc, 20, 0, n_steps, mem_layer, 0) + body
+    try:
+        out = parse_output(data, n_out)
+    except ValueError as e:
+        assert str(e)
+        return
+    assert out.spikes.shape == (n_steps, n_out) and out.size == len(data)
+    if flags & 0x0C:
+        assert out.record_total is not None and len(out.record) <= out.record_total
+    else:
+        assert out.record_total is None and out.record == b""
+
+
+@FUZZ
+@given(st.binary(max_size=80))
+def test_record_payload_decoder(data):
+    try:
+        c = parse_record(data)
+    except ValueError as e:
+        assert str(e)
+        return
+    assert 0 < len(c.data) and c.offset + len(c.data) <= c.total
+
+
+@FUZZ
+@given(st.binary(max_size=300), st.integers(0, 12), st.lists(st.integers(1, 40), min_size=1, max_size=4),
+       st.booleans(), st.integers(-1, 3))
+def test_record_decoder(data, n_steps, sizes, spikes, mem):
+    mem_layer = None if mem < 0 or mem >= len(sizes) else mem
+    try:
+        spk, membranes = decode_record(data, n_steps, sizes, spikes, mem_layer)
+    except ValueError as e:
+        assert str(e)
+        return
+    assert len(data) == n_steps * record_step_bytes(sizes, spikes, mem_layer)
+    if spikes:
+        assert [a.shape for a in spk] == [(n_steps, n) for n in sizes]
+        assert all(set(np.unique(a)) <= {0, 1} for a in spk)
+    if mem_layer is not None:
+        assert membranes.shape == (n_steps, sizes[mem_layer]) and membranes.dtype == np.int32
 
 
 @FUZZ

@@ -35,7 +35,7 @@ def case():
     return prog, x, clean
 
 
-def _faulty_run(prog, x, seed, retries=12, **rates):
+def _faulty_run(prog, x, seed, retries=12, probe=False, **rates):
     injected = {}
 
     def wrap(t):
@@ -43,11 +43,12 @@ def _faulty_run(prog, x, seed, retries=12, **rates):
         injected["t"] = f
         return f
 
-    dev = EmulatorDevice(transport_wrapper=wrap, timeout_s=0.15, retries=retries, frame_payload=256)
+    dev = EmulatorDevice(transport_wrapper=wrap, timeout_s=0.15, retries=retries, frame_payload=256,
+                         membrane_layer=0)
     try:
         dev.open()
         dev.load(prog)
-        res = dev.run(x)
+        res = dev.run(x, probe=probe)
         return res, None, injected["t"].injected, dev.link_stats()
     except SerialLinkError as e:
         return None, e, injected["t"].injected, None
@@ -82,6 +83,31 @@ def test_faulty_line_gives_clean_results_or_a_clear_error(case, kind):
         if kind != "delay":
             assert stats["retransmissions"] + stats["bad_frames"] + stats["stale_frames"] > 0
     assert completed >= 2   # at these rates retries recover; a link that always failed would be a bug
+
+
+def test_faulty_line_with_recording_gives_clean_records_or_a_clear_error(case):
+    """Recording on (protocol v2: OUTPUT with a first chunk, then READ/RECORD chunks) over a line
+    with every kind of fault: each completed run's layer spikes and membranes equal the clean
+    run's, bit for bit."""
+    prog, x, _ = case
+    x = x[:, :8]   # 96 steps: ~10 kB of recording, a few faults per run, a few seconds per test
+    with open_device("emulator", membrane_layer=0) as dev:
+        dev.load(prog)
+        clean = dev.run(x, probe=True)
+    assert int(clean.layer_spikes[0].sum()) > 0
+    completed = 0
+    for seed in range(3):
+        res, err, injected, stats = _faulty_run(prog, x, seed, probe=True, **FAULTS["mixed"])
+        assert sum(injected.values()) > 0
+        if err is not None:
+            assert str(err)
+            continue
+        completed += 1
+        assert torch.equal(res.output_spikes, clean.output_spikes) and res.counters == clean.counters
+        assert all(torch.equal(res.layer_spikes[k], clean.layer_spikes[k]) for k in clean.layer_spikes)
+        assert torch.equal(res.membranes[0], clean.membranes[0])
+        assert stats["retransmissions"] + stats["bad_frames"] + stats["stale_frames"] > 0
+    assert completed >= 2
 
 
 def test_heavy_corruption_never_yields_a_wrong_result(case):

@@ -16,7 +16,7 @@ import torch
 
 from hw.device import open_device
 from hw.emulator import FirmwareProcess, firmware_binary
-from hw.serial import (BoardError, ErrorCode, Frame, LinkDisconnectedError, LinkTimeoutError, MsgType,
+from hw.serial import (PROTOCOL_VERSION, BoardError, ErrorCode, Frame, LinkDisconnectedError, LinkTimeoutError, MsgType,
                        ProtocolVersionError, SerialDevice)
 from hw.serial.link import Link
 from hw.serial.transport import PySerialTransport
@@ -36,8 +36,9 @@ def firmware():
 def test_handshake_reports_the_board(firmware):
     with SerialDevice(firmware.pty_path) as dev:
         b = dev.board
-        assert (b.proto_version, b.profile, b.name, b.program_loaded) == (1, "mcu", "host-posix", False)
-        assert b.max_payload == 1024 and b.max_program_bytes == 131072
+        assert (b.proto_version, b.profile, b.name, b.program_loaded) == (2, "mcu", "host-posix", False)
+        assert (b.proto_min, b.proto_max) == (2, 2)
+        assert b.max_payload == 1024 and b.max_program_bytes == 131072 and b.max_record_bytes == 16384
         payload = bytes(range(256)) * 4
         assert dev.ping(payload) == payload
         info = dev.info()
@@ -55,9 +56,12 @@ def test_serial_uri_opens_the_board(firmware):
 
 
 def test_incompatible_protocol_version_is_refused_with_both_versions(firmware):
+    """A host that speaks only version 1 (HELLO in a v1 frame, range 1..1) against this board."""
     with pytest.raises(ProtocolVersionError,
-                       match=r"speaks serial protocol 1 \(supports 1\.\.1\), this host speaks 2"):
-        SerialDevice(firmware.pty_path, protocol_version=2).open()
+                       match=r"speaks serial protocol 2 \(supports 2\.\.2\), this host speaks 1 \(supports 1\.\.1\)"):
+        SerialDevice(firmware.pty_path, protocol_version=1).open()
+    with pytest.raises(ProtocolVersionError, match=r"speaks serial protocol 2 .* this host speaks 3"):
+        SerialDevice(firmware.pty_path, protocol_version=3).open()
     # The board is still fine for a compatible host afterwards.
     with SerialDevice(firmware.pty_path) as dev:
         assert dev.ping(b"ok") == b"ok"
@@ -107,7 +111,7 @@ def test_missing_port_and_vanishing_board_raise_disconnect_errors():
 
 
 def _run_frame(first: int, n: int, flags: int, bits: bytes) -> bytes:
-    return struct.pack("<BBHIH", flags, 0, 20, first, n) + bits
+    return struct.pack("<BBHIHBB", flags, 0, 20, first, n, 0, 0) + bits
 
 
 def test_duplicate_run_frame_is_answered_from_cache_not_rerun(firmware):
@@ -123,7 +127,7 @@ def test_duplicate_run_frame_is_answered_from_cache_not_rerun(firmware):
     with SerialDevice(firmware.pty_path) as dev:
         dev.load(prog)
         link = dev.link
-        frame = Frame(1, MsgType.RUN, 4242, _run_frame(0, 2, 1, b"\xff\xff\x0f\xf0")).encode()
+        frame = Frame(PROTOCOL_VERSION, MsgType.RUN, 4242, _run_frame(0, 2, 1, b"\xff\xff\x0f\xf0")).encode()
         link.send_raw(frame + frame)
         answers = []
         deadline = time.monotonic() + 5

@@ -200,25 +200,32 @@ def test_run_payload_and_output_parse():
     spikes = np.zeros((4, 64), np.uint8)
     spikes[:, 5] = 1
     p = run_payload(3, 20, 40, spikes)
-    flags, enc, T, first, n = struct.unpack_from("<BBHIH", p)
-    assert (flags, T, first, n) == (3, 20, 40, 4)
-    assert enc == ENC_EVENTS and p[10:] == bytes([1, 5] * 4)  # 8 bytes of events < 32 of bitmap
-    out = struct.pack("<BBHIH", 2, ENC_BITMAP, 20, 40, 2) + bytes([0b101, 0, 0, 0b10]) + \
+    flags, enc, T, first, n, mem_layer, reserved = struct.unpack_from("<BBHIHBB", p)
+    assert (flags, T, first, n, mem_layer, reserved) == (3, 20, 40, 4, 0, 0)
+    assert enc == ENC_EVENTS and p[12:] == bytes([1, 5] * 4)  # 8 bytes of events < 32 of bitmap
+    assert run_payload(0x0C, 20, 40, spikes, mem_layer=3)[10] == 3
+    out = struct.pack("<BBHIHBB", 2, ENC_BITMAP, 20, 40, 2, 0, 0) + bytes([0b101, 0, 0, 0b10]) + \
         bytes([1]) + struct.pack("<II", 7, 99)
     o = parse_output(out, 10)
     assert (o.first_step, o.n_steps, o.steps_per_sample) == (40, 2, 20)
     np.testing.assert_array_equal(o.spikes[0, :3], [1, 0, 1])
     np.testing.assert_array_equal(o.spikes[1, :10], [0] * 9 + [1])
-    assert o.counters == [(7, 99)]
+    assert o.counters == [(7, 99)] and o.record_total is None
     with pytest.raises(ValueError, match="counters"):
         parse_output(out[:-1], 10)
+    with pytest.raises(ValueError, match="trailing"):
+        parse_output(out + b"\x00", 10)
 
 
 def test_info_and_error_payloads():
-    fixed = struct.pack("<BBBBBBBBHIHHHIII", 1, 1, 0, 1, 2, 1, 1, 0, 1024, 131072, 8, 512, 1024,
-                        0xDEADBEEF, 0x01020304, 0xCAFEF00D)
+    fixed = struct.pack("<BBBBBBBBHIHHHIIII", 2, 2, 0, 1, 2, 1, 1, 3, 1024, 131072, 8, 512, 1024,
+                        0xDEADBEEF, 0x01020304, 0xCAFEF00D, 16384)
     info = BoardInfo.from_payload(fixed + bytes([4]) + b"test")
     assert info.profile == "mcu" and info.firmware_version_str == "0.1.2"
+    assert (info.proto_version, info.proto_min, info.proto_max, info.max_record_bytes) == (2, 2, 3, 16384)
+    assert info.to_payload() == fixed + bytes([4]) + b"test"
+    assert BoardInfo.versions(fixed) == (2, 2, 3)
+    assert BoardInfo.versions(bytes([1, 1, 0, 1, 2, 1, 0, 0])) == (1, 1, 1)   # a v1 INFO: no proto_max
     assert info.program_loaded and info.max_payload == 1024 and info.max_neurons == 512
     assert info.to_dict()["boot_id"] == "01020304" and info.name == "test"
     with pytest.raises(ValueError, match="malformed"):

@@ -43,6 +43,13 @@ def register(sub) -> None:
                    help="cpu, cuda, cuda:1 ... (default: CUDA when present)")
     p.add_argument("--out", default="runs/train", help="output folder")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--in-the-loop", default=None, metavar="DEVICE",
+                   help="train through a device (any URI: 'sim?chip=7&mismatch=0.15&noise=0.02', "
+                        "'emulator?chip=7&mismatch=0.15', 'serial:///dev/ttyACM0'): forward pass on the device "
+                        "with every layer's spikes recorded, surrogate gradients from the float model "
+                        "(hw/loop_training.py); fc presets or Leaky spec files")
+    p.add_argument("--init", default=None, metavar="CKPT",
+                   help="--in-the-loop: start from this checkpoint's weights (e.g. a float-trained model)")
     add_json_flag(p)
     p.set_defaults(func=run)
 
@@ -117,6 +124,13 @@ def run(args) -> int:
 
 
 def _run(args) -> int:
+    if args.init is not None and args.in_the_loop is None:
+        raise ValueError("--init applies to --in-the-loop training")
+    if args.in_the_loop is not None:
+        summary = train_in_the_loop(args)
+        emit(summary, args.json, title=f"trained {summary['model']} on {summary['dataset']} in the loop "
+                                       f"through {summary['device']} -> {summary['checkpoint']}")
+        return 0
     summary = train_and_summarize(args)
     if summary is not None:
         emit(summary, args.json, title=f"trained {summary['model']} on {summary['dataset']} -> "
@@ -164,3 +178,65 @@ def sample_raster(model, data, path, sample: int = 0):
     layers = {"input": spk_in[:, 0]}
     layers |= {f"layer {i} ({spec.layers[i].type_name})": r["spikes"][:, 0] for i, r in rec.items()}
     return spike_raster(layers, path, f"{data.name} test sample {sample}, label {int(data.test_y[sample])}")
+
+
+def train_in_the_loop(args) -> dict:
+    """`spikeloop train --in-the-loop DEVICE [--init CKPT]`: hw.loop_training.InTheLoopTrainer on
+    the training split (--val-fraction held out as in float training), device test accuracy per
+    epoch; writes model.safetensors, metrics.json and in_the_loop.png to args.out."""
+    import json
+
+    from experiments.hil_bench import accuracy_plot
+    from hw.device import open_device
+    from hw.loop_training import InTheLoopTrainer, LoopConfig
+    from snn.checkpoint import load_checkpoint, save_checkpoint
+    from snn.data import validation_split
+
+    if args.device is not None:
+        raise ValueError("--device picks the torch device of float training; --in-the-loop trains on the CPU "
+                         "host with the device given by its URI")
+    t_start = time.perf_counter()
+    data = load_data(args)
+    init = None
+    if args.init is not None:
+        ckpt = load_checkpoint(args.init)
+        spec, init = ckpt.spec, ckpt.state_dict
+        if ckpt.extra.get("dataset", data.name) != data.name:
+            raise ValueError(f"--init {args.init} was trained on {ckpt.extra.get('dataset')!r}, not {data.name!r}")
+    else:
+        spec = make_spec(args, data)
+    train_x, train_y = fit_inputs(spec, data.train_x), data.train_y
+    if args.val_fraction > 0:
+        train_x, train_y, _, _ = validation_split(train_x, train_y, args.val_fraction, seed=args.seed)
+    cfg = LoopConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, loss=args.loss, seed=args.seed,
+                     progress=not args.no_progress)
+    out = Path(args.out)
+    with open_device(args.in_the_loop) as dev:
+        info = dev.info()
+        trainer = InTheLoopTrainer(spec, dev, train_x, train_y, cfg, init, fit_inputs(spec, data.test_x),
+                                   data.test_y)
+        result = trainer.fit()
+    hist = result.history
+    metrics = {"in_the_loop": args.in_the_loop, "init": args.init, "initial": result.initial, "history": hist,
+               "config": {k: getattr(cfg, k) for k in ("epochs", "batch_size", "lr", "loss", "seed")}}
+    ckpt_path = save_checkpoint(out / "model.safetensors", spec, result.model, metrics,
+                                {"dataset": data.name, "in_the_loop": args.in_the_loop})
+    write_text_atomic(out / "metrics.json", json.dumps(metrics, indent=1))
+    write_text_atomic(out / "spec.json", spec.to_json())
+    curve = [(0, 0.0, result.initial["test_device_accuracy"])]
+    dev_s = 0.0
+    for h in hist:
+        dev_s += h["device_seconds"]
+        curve.append((h["epoch"], dev_s, h["test_device_accuracy"]))
+    plot = accuracy_plot({args.in_the_loop: curve}, out / "in_the_loop.png",
+                         f"{spec.name} on {data.name}: in-the-loop training")
+    return {"dataset": data.name, "model": spec.name, "device": args.in_the_loop, "profile": info.profile,
+            "init": args.init, "initial_device_accuracy": result.initial["test_device_accuracy"],
+            "test_device_accuracy": hist[-1]["test_device_accuracy"], "epochs": len(hist),
+            "train_samples": len(train_x), "epoch_seconds": [h["epoch_seconds"] for h in hist],
+            "device_seconds": sum(h["device_seconds"] for h in hist),
+            "link_bytes": sum(h["link_bytes"] for h in hist) if all("link_bytes" in h for h in hist) else None,
+            "link_efficiency": hist[-1].get("link_efficiency"),
+            "train_samples_per_s": len(train_x) * len(hist) / sum(h["epoch_seconds"] for h in hist),
+            "seconds": time.perf_counter() - t_start, "checkpoint": ckpt_path, "metrics": out / "metrics.json",
+            "plots": {"in_the_loop": plot}, "history": hist}

@@ -10,7 +10,9 @@
  *                          few input bytes make frames of any length up to the protocol's 4096,
  *                          past SL_MAX_PAYLOAD and past the receive buffer;
  *        otherwise         len literal payload bytes (as many as the input has left);
- *      records stop once about 8 KiB of frames were sent (RECORD_BUDGET);
+ *      records stop once about 8 KiB of frames were sent (RECORD_BUDGET); after every RUN that
+ *      the board answered with a recording (REC_SPIKES / REC_MEMBRANE, docs/protocol.md 3.1)
+ *      the whole recording is read back with READs in chunks of a size the input picks;
  *   2: a program blob whose CRC field is fixed up, so the reader's deeper checks are reached;
  *   3: oversize COBS runs: [n:u16, code, fill] sends n non-zero bytes laid out as COBS blocks of
  *      `code` (0xFF: full 254-byte blocks), then a delimiter, then a valid PING.
@@ -20,6 +22,10 @@
  *   - every request frame gets exactly one answer: its response, or an OVERFLOW NACK when its
  *     payload is above SL_MAX_PAYLOAD;
  *   - a retransmitted frame gets byte for byte the answer the original got;
+ *   - every OUTPUT with a recording carries record_total = n_steps x (the program's bitmap rows
+ *     + 4 x the membrane layer's neurons), computed here, and a first chunk equal to the board's
+ *     recording; every RECORD lies inside the recording and carries its bytes; a READ sweep
+ *     reassembles exactly record_total bytes;
  *   - after a delimiter the board is in sync: the PING after a COBS run gets its PONG;
  *   - a program the reader accepts can be stepped.
  *
@@ -53,6 +59,7 @@ static uint8_t g_prog[SL_MAX_PROGRAM_BYTES];
 /* What the campaign reached. */
 static unsigned long g_inputs, g_resp_types[256], g_err_codes[256], g_programs_accepted;
 static unsigned long g_oversize_frames, g_overflow_nacks, g_retransmissions, g_cobs_runs;
+static unsigned long g_recordings, g_record_chunks, g_record_sweeps;
 
 /* The independent checker of the board's output: bytes since the last delimiter, and what the
  * current send_frame() call received. */
@@ -62,6 +69,7 @@ static uint8_t g_out[2 * SL_MAX_WIRE];
 static size_t g_out_len;
 static unsigned g_out_frames;
 static int g_out_last_type, g_out_last_code, g_out_last_seq;
+static size_t g_last_payload_len;
 
 /* The previous request frame and its answer (for retransmissions). */
 static uint8_t g_last_req[PROTO_MAX_WIRE], g_last_out[2 * SL_MAX_WIRE];
@@ -71,6 +79,62 @@ static void die(const char *why)
 {
     fprintf(stderr, "fuzz: %s\n", why);
     abort();
+}
+
+/* The OUTPUT of a RUN that recorded (payload p, len n): its record_total and first chunk. The
+ * offset of record_total is found by walking the spike encoding and the counters, and the
+ * expected size is computed from the program's layer sizes, not from the board's buffer. */
+static void check_output_record(const uint8_t *p, size_t n)
+{
+    const sl_program *prog = &g_fz.prog;
+    uint32_t steps = sl_get_u16(p + 8), N = prog->num_outputs, o = 12, s, k, step = 0, total, chunk;
+    uint32_t w = N <= 255u ? 1u : 2u;
+    if (p[1] == SL_ENC_BITMAP) {
+        o += steps * ((N + 7u) / 8u);
+    } else {
+        for (s = 0; s < steps; s++) {
+            if (o + w > n)
+                die("OUTPUT events truncated");
+            o += w * (1u + (w == 1u ? p[o] : sl_get_u16(p + o)));
+        }
+    }
+    if (p[0] & SL_RUN_COUNTERS)
+        o += 1u + 8u * prog->num_layers;
+    if (p[0] & SL_RUN_REC_SPIKES)
+        for (k = 0; k < prog->num_layers; k++)
+            step += (prog->layers[k].num_neurons + 7u) / 8u;
+    if (p[0] & SL_RUN_REC_MEMBRANE) {
+        if (p[10] >= prog->num_layers)
+            die("OUTPUT of a recording names a layer the program lacks");
+        step += 4u * prog->layers[p[10]].num_neurons;
+    }
+    if (o + 4u > n)
+        die("OUTPUT of a recording has no record_total");
+    total = sl_get_u32(p + o);
+    chunk = (uint32_t)n - o - 4u;
+    if (total != steps * step || total > SL_MAX_RECORD_BYTES || total != g_fz.record_len)
+        die("OUTPUT record_total is not the size of the recording asked for");
+    if (chunk > total || (chunk < total && n != SL_MAX_PAYLOAD))
+        die("OUTPUT first chunk is not as long as fits");
+    if (memcmp(p + o + 4u, g_fz.record, chunk) != 0)
+        die("OUTPUT first chunk differs from the recording");
+    g_recordings++;
+}
+
+/* A RECORD answer (payload p, len n) lies inside the board's recording and carries its bytes. */
+static void check_record_chunk(const uint8_t *p, size_t n)
+{
+    uint32_t offset, total;
+    if (n <= 12)
+        die("RECORD without data");
+    offset = sl_get_u32(p + 4);
+    total = sl_get_u32(p + 8);
+    if (total != g_fz.record_len || total > SL_MAX_RECORD_BYTES || offset >= total ||
+        n - 12u > total - offset || sl_get_u32(p) != g_fz.record_first)
+        die("RECORD outside the recording");
+    if (memcmp(p + 12, g_fz.record + offset, n - 12u) != 0)
+        die("RECORD bytes differ from the recording");
+    g_record_chunks++;
 }
 
 /* One complete frame from the board: COBS-decode and check it with the primitives only. */
@@ -93,11 +157,17 @@ static void check_board_frame(const uint8_t *enc, size_t n)
     g_out_frames++;
     g_out_last_type = raw[1];
     g_out_last_seq = sl_get_u16(raw + 2);
+    g_last_payload_len = len;
     g_out_last_code = (raw[1] == SL_MSG_ERROR && len > 0) ? raw[SL_HEADER_BYTES] : -1;
     if (g_out_last_code >= 0)
         g_err_codes[g_out_last_code]++;
     if (raw[1] == SL_MSG_ERROR && g_out_last_seq == SL_SEQ_NACK && g_out_last_code == SL_ERR_OVERFLOW)
         g_overflow_nacks++;
+    if (raw[1] == (SL_MSG_RUN | SL_MSG_RESPONSE) && len >= 12 &&
+        (raw[SL_HEADER_BYTES] & (SL_RUN_REC_SPIKES | SL_RUN_REC_MEMBRANE)))
+        check_output_record(raw + SL_HEADER_BYTES, len);
+    if (raw[1] == (SL_MSG_READ | SL_MSG_RESPONSE))
+        check_record_chunk(raw + SL_HEADER_BYTES, len);
 }
 
 static int checked_sink(void *user, const uint8_t *d, size_t n)
@@ -234,6 +304,24 @@ static void board_with_program(void)
  * 4 KiB of frame), and inputs that run for milliseconds would slow the campaign down tenfold. */
 #define RECORD_BUDGET (2u * SL_PROTOCOL_MAX_PAYLOAD)
 
+/* Read the whole recording back in chunks of at most max_len (0: as many as fit). */
+static void read_sweep(uint16_t *seq, uint16_t max_len)
+{
+    uint8_t p[6];
+    uint32_t got = 0, total = g_fz.record_len;
+    while (got < total) {
+        sl_put_u32(p, got);
+        sl_put_u16(p + 4, max_len);
+        send_frame(SL_MSG_READ, (*seq)++, p, 6);
+        if (g_out_last_type != (SL_MSG_READ | SL_MSG_RESPONSE))
+            die("a READ inside the recording was refused");
+        got += (uint32_t)g_last_payload_len - 12u;
+    }
+    if (got != total)
+        die("READ chunks do not add up to record_total");
+    g_record_sweeps++;
+}
+
 static void records(const uint8_t *data, size_t size)
 {
     static uint8_t fill[SL_PROTOCOL_MAX_PAYLOAD];
@@ -264,6 +352,13 @@ static void records(const uint8_t *data, size_t size)
             len = SL_PROTOCOL_MAX_PAYLOAD;
         send_frame(type, seq++, data + r, len);
         r += len;
+        if (type == SL_MSG_RUN && g_out_last_type == (SL_MSG_RUN | SL_MSG_RESPONSE) &&
+            g_fz.record_len > 0) {
+            /* the chunk size: the byte after the frame (not consumed), 0 = as many as fit */
+            uint16_t max_len = r < size ? (uint16_t)(data[r] * 4u) : 0;
+            spent += g_fz.record_len + 16u * (g_fz.record_len / (max_len ? max_len : 1000u) + 1u);
+            read_sweep(&seq, max_len);
+        }
     }
 }
 
@@ -350,6 +445,9 @@ static void print_stats(FILE *to)
     fprintf(to, "overflow_nacks: %lu\n", g_overflow_nacks);
     fprintf(to, "retransmissions: %lu\n", g_retransmissions);
     fprintf(to, "cobs_runs: %lu\n", g_cobs_runs);
+    fprintf(to, "recordings: %lu\n", g_recordings);
+    fprintf(to, "record_chunks: %lu\n", g_record_chunks);
+    fprintf(to, "record_sweeps: %lu\n", g_record_sweeps);
     fprintf(to, "inputs: %lu\n", g_inputs);
 }
 
@@ -411,7 +509,8 @@ static size_t fill_record(uint8_t *b, uint8_t type, size_t len, uint8_t fill)
 static size_t gen_records(uint8_t *b, size_t cap)
 {
     static const uint8_t types[] = {SL_MSG_HELLO, SL_MSG_PING, SL_MSG_RESET, SL_MSG_LOAD,
-                                    SL_MSG_RUN, SL_MSG_RUN, SL_MSG_RUN, 0x00, 0x7E, 0xFF};
+                                    SL_MSG_RUN, SL_MSG_RUN, SL_MSG_RUN, SL_MSG_READ,
+                                    0x00, 0x7E, 0xFF};
     size_t n = 1, i;
     int recs = 1 + (int)(rnd() % 6u);
     b[0] = 1;
@@ -435,14 +534,22 @@ static size_t gen_records(uint8_t *b, size_t cap)
         if (type == SL_MSG_RUN) {
             uint16_t steps = (uint16_t)(1 + rnd() % 40u);
             size_t data = (rnd() % 2u) ? steps * 2u : (size_t)(rnd() % 120u);
-            p[0] = (uint8_t)(rnd() % 4u);
+            uint8_t rec = (uint8_t)(rnd() % 4u) << 2; /* REC_SPIKES, REC_MEMBRANE */
+            p[0] = (uint8_t)((rnd() % 4u) | rec | (rnd() % 16u == 0 ? 0x10u << (rnd() % 4u) : 0u));
             p[1] = (uint8_t)(rnd() % 3u == 0 ? 1 : 0);
             sl_put_u16(p + 2, (uint16_t)(rnd() % 3u == 0 ? rnd() : 1 + rnd() % 10u));
             sl_put_u32(p + 4, rnd() % 2u ? 0u : rnd() % 64u);
             sl_put_u16(p + 8, steps);
+            /* mem_layer: 0 or 1 (the seed program's layers), sometimes 2 or any byte */
+            p[10] = (uint8_t)(rnd() % 8u == 0 ? rnd() : ((rec & SL_RUN_REC_MEMBRANE) ? rnd() % 2u : 0u));
+            p[11] = (uint8_t)(rnd() % 16u == 0 ? 1u : 0u);
             for (i = 0; i < data; i++)
-                p[10 + i] = (uint8_t)(p[1] ? rnd() % 14u : rnd() & 0x0Fu);
-            len = 10 + data;
+                p[12 + i] = (uint8_t)(p[1] ? rnd() % 14u : rnd() & 0x0Fu);
+            len = 12 + data; /* the READ sweep's chunk size is the next record's first byte */
+        } else if (type == SL_MSG_READ) {
+            sl_put_u32(p, rnd() % 2u ? rnd() % 2048u : rnd());
+            sl_put_u16(p + 4, (uint16_t)(rnd() % 3u == 0 ? 0 : rnd() % 1100u));
+            len = rnd() % 8u == 0 ? rnd() % 9u : 6u;
         } else if (type == SL_MSG_LOAD) {
             static uint8_t prog[1024];
             size_t pn = seed_program(prog), off = rnd() % 3u == 0 ? 0 : rnd() % pn,
@@ -525,9 +632,9 @@ int main(int argc, char **argv)
                 uint16_t seq;
                 for (i = 0; i < plen; i++)
                     payload[i] = (uint8_t)rnd();
-                type = (uint8_t)(1 + rnd() % 5u); /* one draw per statement: the same inputs */
+                type = (uint8_t)(1 + rnd() % 6u); /* one draw per statement: the same inputs */
                 seq = (uint16_t)rnd();            /* whatever order a compiler evaluates in */
-                if (sl_frame_encode(1, type, seq, payload, plen, g_in + n, sizeof g_in - n, &w) ==
+                if (sl_frame_encode(SL_PROTOCOL_VERSION, type, seq, payload, plen, g_in + n, sizeof g_in - n, &w) ==
                     SL_OK)
                     n += w;
             }

@@ -17,6 +17,8 @@
 #include "sl_program.h"
 #include "sl_proto.h"
 
+#define V SL_PROTOCOL_VERSION /* the version of every frame a test sends */
+
 /* ---- helpers ---------------------------------------------------------------------------------- */
 
 typedef struct {
@@ -264,7 +266,7 @@ static void test_frame_roundtrip_and_corruption(void)
     sl_rx rx;
     for (i = 0; i < sizeof payload; i++)
         payload[i] = (uint8_t)(i * 7);
-    CHECK_EQ(sl_frame_encode(1, 0x05, 0xBEEF, payload, sizeof payload, wire, sizeof wire, &n), SL_OK);
+    CHECK_EQ(sl_frame_encode(V, 0x05, 0xBEEF, payload, sizeof payload, wire, sizeof wire, &n), SL_OK);
     CHECK_EQ(wire[n - 1], 0);
     for (i = 0; i + 1 < n; i++)
         CHECK(wire[i] != 0);
@@ -273,7 +275,7 @@ static void test_frame_roundtrip_and_corruption(void)
         sl_rx_event ev = sl_rx_push(&rx, wire[i], &f);
         CHECK_EQ(ev, i + 1 < n ? SL_RX_NONE : SL_RX_FRAME);
     }
-    CHECK_EQ(f.version, 1);
+    CHECK_EQ(f.version, V);
     CHECK_EQ(f.type, 0x05);
     CHECK_EQ(f.seq, 0xBEEF);
     CHECK_EQ(f.len, sizeof payload);
@@ -302,7 +304,7 @@ static void test_rx_resync_and_overflow(void)
     sl_rx rx;
     int frames = 0, overflow = 0, empty = 0, bad = 0;
     static const uint8_t garbage[] = {0x13, 0x37, 0xFF, 0x02, 0x00, 0x00, 0x55};
-    CHECK_EQ(sl_frame_encode(1, 0x02, 7, (const uint8_t *)"hi", 2, wire, sizeof wire, &n), SL_OK);
+    CHECK_EQ(sl_frame_encode(V, 0x02, 7, (const uint8_t *)"hi", 2, wire, sizeof wire, &n), SL_OK);
     sl_rx_init(&rx);
     for (i = 0; i < sizeof garbage; i++) {
         sl_rx_event ev = sl_rx_push(&rx, garbage[i], &f);
@@ -340,7 +342,7 @@ static void test_rx_resync_and_overflow(void)
  * — not with sl_frame_encode, which refuses nothing below the protocol's 4096 bytes. */
 static size_t raw_frame(uint8_t *raw, uint8_t type, uint16_t seq, size_t len, uint8_t fill)
 {
-    raw[0] = 1;
+    raw[0] = V;
     raw[1] = type;
     sl_put_u16(raw + 2, seq);
     sl_put_u16(raw + 4, (uint16_t)len);
@@ -456,7 +458,7 @@ static void test_retransmission_after_oversize_frame(void)
     size_t n, first_len, big;
     static const uint8_t ping[] = "hello";
     board_init();
-    CHECK_EQ(sl_frame_encode(1, SL_MSG_PING, 7, ping, 5, wire, sizeof wire, &n), SL_OK);
+    CHECK_EQ(sl_frame_encode(V, SL_MSG_PING, 7, ping, 5, wire, sizeof wire, &n), SL_OK);
     CHECK_EQ(exchange(wire, n, r), 1);
     CHECK_EQ(r[0].type, 0x82);
     first_len = g_sink.len;
@@ -464,12 +466,12 @@ static void test_retransmission_after_oversize_frame(void)
     for (big = SL_MAX_PAYLOAD + 1; big <= SL_MAX_PAYLOAD + RX_SLACK; big++) {
         size_t m = wire_frame(wire, sizeof wire, SL_MSG_PING, 8, big, 0);
         CHECK(exchange(wire, m, r) == 1 && is_overflow_nack(&r[0]));
-        CHECK_EQ(sl_frame_encode(1, SL_MSG_PING, 7, ping, 5, wire, sizeof wire, &n), SL_OK);
+        CHECK_EQ(sl_frame_encode(V, SL_MSG_PING, 7, ping, 5, wire, sizeof wire, &n), SL_OK);
         CHECK_EQ(exchange(wire, n, r), 1);
         CHECK_EQ(g_sink.len, first_len);
         CHECK(memcmp(g_sink.buf, first, first_len) == 0);
     }
-    CHECK_EQ(sl_frame_encode(1, SL_MSG_PING, 9, (const uint8_t *)"next", 4, wire, sizeof wire, &n),
+    CHECK_EQ(sl_frame_encode(V, SL_MSG_PING, 9, (const uint8_t *)"next", 4, wire, sizeof wire, &n),
              SL_OK);
     CHECK_EQ(exchange(wire, n, r), 1);
     CHECK_EQ(r[0].type, 0x82);
@@ -835,42 +837,78 @@ static int load(const uint8_t *blob, size_t n, sl_frame *resp)
     sl_put_u32(p + 4, 0);
     sl_put_u32(p + 8, sl_crc32_update(0, blob, n));
     memcpy(p + 12, blob, n);
-    return request(1, SL_MSG_LOAD, 10, p, 12 + n, resp);
+    return request(V, SL_MSG_LOAD, 10, p, 12 + n, resp);
 }
 
 static void test_hello_ping_unknown_version(void)
 {
     sl_frame r;
-    static const uint8_t hello[] = {1, 1}, hello_v2[] = {2, 2};
+    static const uint8_t hello[] = {2, 2}, hello_v1[] = {1, 1}, hello_v1_3[] = {1, 3},
+                         hello_v3[] = {3, 4}, hello_bad[] = {3, 1};
     board_init();
-    CHECK_EQ(request(1, SL_MSG_HELLO, 1, hello, 2, &r), 0);
+    CHECK_EQ(request(V, SL_MSG_HELLO, 1, hello, 2, &r), 0);
     CHECK_EQ(r.type, 0x81);
     CHECK_EQ(r.seq, 1);
-    CHECK_EQ(r.payload[0], 1);
+    CHECK_EQ(r.version, 2);
+    CHECK_EQ(r.payload[0], 2); /* chosen */
+    CHECK_EQ(r.payload[1], 2); /* board's lowest */
+    CHECK_EQ(r.payload[7], 2); /* board's highest */
     CHECK_EQ(r.payload[5], 1); /* profile mcu */
     CHECK_EQ(r.payload[6], 0); /* nothing loaded */
     CHECK_EQ(sl_get_u16(r.payload + 8), SL_MAX_PAYLOAD);
     CHECK_EQ(sl_get_u32(r.payload + 10), SL_MAX_PROGRAM_BYTES);
     CHECK_EQ(sl_get_u32(r.payload + 24), 0x12345678u);
-    CHECK_EQ(r.payload[32], strlen("host-posix"));
-    CHECK(memcmp(r.payload + 33, "host-posix", 10) == 0);
-    CHECK_EQ(request(1, SL_MSG_PING, 2, (const uint8_t *)"a\0b", 3, &r), 0);
+    CHECK_EQ(sl_get_u32(r.payload + 32), SL_MAX_RECORD_BYTES);
+    CHECK_EQ(r.payload[36], strlen("host-posix"));
+    CHECK_EQ(r.len, 37 + strlen("host-posix"));
+    CHECK(memcmp(r.payload + 37, "host-posix", 10) == 0);
+    CHECK_EQ(request(V, SL_MSG_PING, 2, (const uint8_t *)"a\0b", 3, &r), 0);
     CHECK_EQ(r.type, 0x82);
     CHECK_EQ(r.len, 3);
     CHECK(memcmp(r.payload, "a\0b", 3) == 0);
-    CHECK_EQ(request(1, 0x3C, 3, 0, 0, &r), 0);
+    CHECK_EQ(request(V, 0x3C, 3, 0, 0, &r), 0);
     CHECK_EQ(r.type, 0xFF);
     CHECK_EQ(r.payload[0], SL_ERR_UNKNOWN_TYPE);
     CHECK_EQ(r.payload[1], 0x3C);
-    CHECK_EQ(request(2, SL_MSG_PING, 4, 0, 0, &r), 0); /* a frame of protocol version 2 */
+    /* A v1 host: its PING (header 1) and its HELLO (header 1, range 1..1) are refused naming the
+     * board's versions, in a frame of the board's version. */
+    CHECK_EQ(request(1, SL_MSG_PING, 4, 0, 0, &r), 0);
     CHECK_EQ(r.type, 0xFF);
-    CHECK_EQ(r.version, 1);
+    CHECK_EQ(r.version, 2);
     CHECK_EQ(r.payload[0], SL_ERR_VERSION_MISMATCH);
-    CHECK_EQ(r.payload[1], 1);
-    CHECK_EQ(request(1, SL_MSG_HELLO, 5, hello_v2, 2, &r), 0); /* host speaks only v2 */
+    CHECK_EQ(r.payload[1], 2);
+    CHECK_EQ(sl_get_u32(r.payload + 2), 0x0202u);
+    CHECK_EQ(request(1, SL_MSG_HELLO, 5, hello_v1, 2, &r), 0);
+    CHECK_EQ(r.type, 0xFF);
+    CHECK_EQ(r.version, 2);
     CHECK_EQ(r.payload[0], SL_ERR_VERSION_MISMATCH);
-    CHECK_EQ(request(1, SL_MSG_HELLO, 6, hello, 1, &r), 0);
+    CHECK_EQ(r.payload[1], 2);
+    CHECK_EQ(sl_get_u32(r.payload + 2), 0x0202u);
+    /* A host speaking 1..3 sends HELLO in any header version: the board chooses 2. */
+    CHECK_EQ(request(3, SL_MSG_HELLO, 6, hello_v1_3, 2, &r), 0);
+    CHECK_EQ(r.type, 0x81);
+    CHECK_EQ(r.version, 2);
+    CHECK_EQ(r.payload[0], 2);
+    /* Only newer versions, or an empty range: refused. */
+    CHECK_EQ(request(3, SL_MSG_HELLO, 7, hello_v3, 2, &r), 0);
+    CHECK_EQ(r.payload[0], SL_ERR_VERSION_MISMATCH);
+    CHECK_EQ(request(V, SL_MSG_HELLO, 8, hello_bad, 2, &r), 0);
+    CHECK_EQ(r.payload[0], SL_ERR_VERSION_MISMATCH);
+    CHECK_EQ(request(V, SL_MSG_HELLO, 9, hello, 1, &r), 0);
     CHECK_EQ(r.payload[0], SL_ERR_BAD_LENGTH);
+}
+
+/* A v2 RUN header (docs/protocol.md section 3) at run[0..12). */
+static void run_header(uint8_t *run, uint8_t flags, uint8_t enc, uint16_t T, uint32_t first,
+                       uint16_t n_steps, uint8_t mem_layer)
+{
+    run[0] = flags;
+    run[1] = enc;
+    sl_put_u16(run + 2, T);
+    sl_put_u32(run + 4, first);
+    sl_put_u16(run + 8, n_steps);
+    run[10] = mem_layer;
+    run[11] = 0;
 }
 
 static void test_load_run_and_duplicates(void)
@@ -880,21 +918,18 @@ static void test_load_run_and_duplicates(void)
     size_t n;
     board_init();
     n = small_program(blob);
-    run[0] = SL_RUN_BEGIN | SL_RUN_COUNTERS;
-    run[1] = SL_ENC_BITMAP;
-    sl_put_u16(run + 2, 2);  /* T = 2 */
-    sl_put_u32(run + 4, 0);
-    sl_put_u16(run + 8, 3);  /* 3 steps: sample 0 steps 0-1, sample 1 step 0 */
-    run[10] = 0x01;          /* input 0 */
-    run[11] = 0x03;          /* inputs 0, 1 */
-    run[12] = 0x02;          /* input 1 */
-    CHECK_EQ(request(1, SL_MSG_RUN, 20, run, 13, &r), 0);
+    run_header(run, SL_RUN_BEGIN | SL_RUN_COUNTERS, SL_ENC_BITMAP, 2, 0, 3, 0);
+    /* T = 2, 3 steps: sample 0 steps 0-1, sample 1 step 0 */
+    run[12] = 0x01;          /* input 0 */
+    run[13] = 0x03;          /* inputs 0, 1 */
+    run[14] = 0x02;          /* input 1 */
+    CHECK_EQ(request(V, SL_MSG_RUN, 20, run, 15, &r), 0);
     CHECK_EQ(r.payload[0], SL_ERR_NOT_LOADED);
     CHECK_EQ(load(blob, n, &r), 0);
     CHECK_EQ(r.type, 0x84);
     CHECK_EQ(sl_get_u32(r.payload), n);
     CHECK_EQ(r.payload[4], 1);
-    CHECK_EQ(request(1, SL_MSG_RUN, 21, run, 13, &r), 0);
+    CHECK_EQ(request(V, SL_MSG_RUN, 21, run, 15, &r), 0);
     CHECK_EQ(r.type, 0x85);
     CHECK_EQ(r.payload[0], SL_RUN_COUNTERS);
     CHECK_EQ(sl_get_u32(r.payload + 4), 0);
@@ -902,60 +937,208 @@ static void test_load_run_and_duplicates(void)
     /* reset-to-zero neurons with d = 4096 copy their input: outputs = inputs 0..1. 3 steps x 1
      * byte bitmap = 3 bytes; events would be 3 counts + 4 indices = 7: bitmap chosen. */
     CHECK_EQ(r.payload[1], SL_ENC_BITMAP);
-    CHECK_EQ(r.payload[10], 0x01);
-    CHECK_EQ(r.payload[11], 0x03);
-    CHECK_EQ(r.payload[12], 0x02);
-    CHECK_EQ(r.payload[13], 1); /* one layer of counters */
-    CHECK_EQ(sl_get_u32(r.payload + 14), 4);     /* spikes */
-    CHECK_EQ(sl_get_u32(r.payload + 18), 4 * 2); /* synops: 4 input spikes x 2 neurons */
+    CHECK_EQ(r.payload[12], 0x01);
+    CHECK_EQ(r.payload[13], 0x03);
+    CHECK_EQ(r.payload[14], 0x02);
+    CHECK_EQ(r.payload[15], 1); /* one layer of counters */
+    CHECK_EQ(sl_get_u32(r.payload + 16), 4);     /* spikes */
+    CHECK_EQ(sl_get_u32(r.payload + 20), 4 * 2); /* synops: 4 input spikes x 2 neurons */
+    CHECK_EQ(r.len, 24);
     /* The same frame again (a retransmission): the same answer, not executed twice... */
     {
         uint8_t first[64];
         size_t first_len = g_sink.len;
         memcpy(first, g_sink.buf, first_len);
-        CHECK_EQ(request(1, SL_MSG_RUN, 21, run, 13, &r), 0);
+        CHECK_EQ(request(V, SL_MSG_RUN, 21, run, 15, &r), 0);
         CHECK_EQ(g_sink.len, first_len);
         CHECK(memcmp(g_sink.buf, first, first_len) == 0);
     }
     /* ...so the board's step counter is 3: a continuation at step 3 is accepted, at 6 refused. */
-    run[0] = 0;
-    sl_put_u32(run + 4, 6);
-    sl_put_u16(run + 8, 1);
-    CHECK_EQ(request(1, SL_MSG_RUN, 22, run, 11, &r), 0);
+    run_header(run, 0, SL_ENC_BITMAP, 2, 6, 1, 0);
+    CHECK_EQ(request(V, SL_MSG_RUN, 22, run, 13, &r), 0);
     CHECK_EQ(r.payload[0], SL_ERR_BAD_STEP);
     CHECK_EQ(sl_get_u32(r.payload + 2), 3);
     sl_put_u32(run + 4, 3);
-    run[10] = 0x02; /* sample 1, step 1 */
-    CHECK_EQ(request(1, SL_MSG_RUN, 23, run, 11, &r), 0);
+    run[12] = 0x02; /* sample 1, step 1 */
+    CHECK_EQ(request(V, SL_MSG_RUN, 23, run, 13, &r), 0);
     CHECK_EQ(r.type, 0x85);
-    CHECK_EQ(r.payload[10], 0x02);
+    CHECK_EQ(r.payload[12], 0x02);
     /* Address events in: step with inputs {0, 2}: count 2, indices 0, 2. */
-    run[0] = SL_RUN_BEGIN;
-    run[1] = SL_ENC_EVENTS;
-    sl_put_u32(run + 4, 0);
-    run[10] = 2; run[11] = 0; run[12] = 2;
-    CHECK_EQ(request(1, SL_MSG_RUN, 24, run, 13, &r), 0);
+    run_header(run, SL_RUN_BEGIN, SL_ENC_EVENTS, 2, 0, 1, 0);
+    run[12] = 2; run[13] = 0; run[14] = 2;
+    CHECK_EQ(request(V, SL_MSG_RUN, 24, run, 15, &r), 0);
     CHECK_EQ(r.type, 0x85);
-    CHECK_EQ(r.payload[10], 0x01);
+    CHECK_EQ(r.payload[12], 0x01);
     /* Bad events: index out of range, not increasing, bitmap bit beyond input 2. */
-    run[11] = 3; run[12] = 4;
-    CHECK_EQ(request(1, SL_MSG_RUN, 25, run, 13, &r), 0);
+    run[13] = 3; run[14] = 4;
+    CHECK_EQ(request(V, SL_MSG_RUN, 25, run, 15, &r), 0);
     CHECK_EQ(r.payload[0], SL_ERR_BAD_INPUT);
-    run[11] = 2; run[12] = 1;
-    CHECK_EQ(request(1, SL_MSG_RUN, 26, run, 13, &r), 0);
+    run[13] = 2; run[14] = 1;
+    CHECK_EQ(request(V, SL_MSG_RUN, 26, run, 15, &r), 0);
     CHECK_EQ(r.payload[0], SL_ERR_BAD_INPUT);
     run[1] = SL_ENC_BITMAP;
-    run[10] = 0x08;
-    CHECK_EQ(request(1, SL_MSG_RUN, 27, run, 11, &r), 0);
+    run[12] = 0x08;
+    CHECK_EQ(request(V, SL_MSG_RUN, 27, run, 13, &r), 0);
     CHECK_EQ(r.payload[0], SL_ERR_BAD_INPUT);
-    CHECK_EQ(request(1, SL_MSG_RUN, 28, run, 12, &r), 0);
+    CHECK_EQ(request(V, SL_MSG_RUN, 28, run, 14, &r), 0);
+    CHECK_EQ(r.payload[0], SL_ERR_BAD_LENGTH);
+    CHECK_EQ(request(V, SL_MSG_RUN, 29, run, 11, &r), 0); /* under the 12-byte header */
     CHECK_EQ(r.payload[0], SL_ERR_BAD_LENGTH);
     /* RESET mode 1 unloads. */
-    CHECK_EQ(request(1, SL_MSG_RESET, 29, (const uint8_t *)"\x01", 1, &r), 0);
+    CHECK_EQ(request(V, SL_MSG_RESET, 30, (const uint8_t *)"\x01", 1, &r), 0);
     CHECK_EQ(r.type, 0x83);
-    run[10] = 0x01;
-    CHECK_EQ(request(1, SL_MSG_RUN, 30, run, 11, &r), 0);
+    run[12] = 0x01;
+    CHECK_EQ(request(V, SL_MSG_RUN, 31, run, 13, &r), 0);
     CHECK_EQ(r.payload[0], SL_ERR_NOT_LOADED);
+}
+
+/* A READ of the recording; returns the request() status. */
+static int read_record(uint16_t seq, uint32_t offset, uint16_t max_len, sl_frame *r)
+{
+    uint8_t p[6];
+    sl_put_u32(p, offset);
+    sl_put_u16(p + 4, max_len);
+    return request(V, SL_MSG_READ, seq, p, 6, r);
+}
+
+static void test_run_recording_and_read(void)
+{
+    /* The 3-2 program (outputs copy inputs 0, 1; U = the input drive 20 or 0): 3 steps with
+     * REC_SPIKES | REC_MEMBRANE of layer 0 record per step 1 bitmap byte + 2 x i32 = 9 bytes. */
+    uint8_t blob[256], run[32], p[8];
+    sl_frame r;
+    size_t n;
+    uint32_t s;
+    static const uint8_t in[3] = {0x01, 0x03, 0x02};
+    board_init();
+    n = small_program(blob);
+    CHECK_EQ(load(blob, n, &r), 0);
+    run_header(run, SL_RUN_BEGIN | SL_RUN_COUNTERS | SL_RUN_REC_SPIKES | SL_RUN_REC_MEMBRANE,
+               SL_ENC_BITMAP, 2, 0, 3, 0);
+    memcpy(run + 12, in, 3);
+    CHECK_EQ(request(V, SL_MSG_RUN, 40, run, 15, &r), 0);
+    CHECK_EQ(r.type, 0x85);
+    CHECK_EQ(r.payload[0], SL_RUN_COUNTERS | SL_RUN_REC_SPIKES | SL_RUN_REC_MEMBRANE);
+    CHECK_EQ(r.payload[10], 0);
+    /* 12 header + 3 bitmap + 9 counters + record_total + 27 record bytes inline */
+    CHECK_EQ(r.len, 12 + 3 + 9 + 4 + 27);
+    CHECK_EQ(sl_get_u32(r.payload + 24), 27);
+    for (s = 0; s < 3; s++) {
+        const uint8_t *q = r.payload + 28 + 9 * s;
+        CHECK_EQ(q[0], in[s]);
+        CHECK_EQ((int32_t)sl_get_u32(q + 1), (in[s] & 1) ? 20 : 0);
+        CHECK_EQ((int32_t)sl_get_u32(q + 5), (in[s] & 2) ? 20 : 0);
+    }
+    /* READ: chunks of any size from any offset, the same bytes as inline. */
+    {
+        uint8_t inline_rec[27];
+        memcpy(inline_rec, r.payload + 28, 27);
+        CHECK_EQ(read_record(41, 5, 4, &r), 0);
+        CHECK_EQ(r.type, 0x86);
+        CHECK_EQ(r.len, 12 + 4);
+        CHECK_EQ(sl_get_u32(r.payload), 0);      /* first_step of the RUN */
+        CHECK_EQ(sl_get_u32(r.payload + 4), 5);  /* offset */
+        CHECK_EQ(sl_get_u32(r.payload + 8), 27); /* total */
+        CHECK(memcmp(r.payload + 12, inline_rec + 5, 4) == 0);
+        CHECK_EQ(read_record(42, 20, 0, &r), 0);
+        CHECK_EQ(r.len, 12 + 7);
+        CHECK(memcmp(r.payload + 12, inline_rec + 20, 7) == 0);
+    }
+    CHECK_EQ(read_record(43, 27, 0, &r), 0); /* past the end */
+    CHECK_EQ(r.payload[0], SL_ERR_BAD_OFFSET);
+    CHECK_EQ(sl_get_u32(r.payload + 2), 27);
+    sl_put_u32(p, 0);
+    CHECK_EQ(request(V, SL_MSG_READ, 44, p, 5, &r), 0);
+    CHECK_EQ(r.payload[0], SL_ERR_BAD_LENGTH);
+    /* mem_layer out of range, mem_layer without REC_MEMBRANE, reserved byte, unknown flag. */
+    run_header(run, SL_RUN_BEGIN | SL_RUN_REC_MEMBRANE, SL_ENC_BITMAP, 2, 0, 3, 1);
+    CHECK_EQ(request(V, SL_MSG_RUN, 45, run, 15, &r), 0);
+    CHECK_EQ(r.payload[0], SL_ERR_BAD_INPUT);
+    run_header(run, SL_RUN_BEGIN, SL_ENC_BITMAP, 2, 0, 3, 1);
+    CHECK_EQ(request(V, SL_MSG_RUN, 46, run, 15, &r), 0);
+    CHECK_EQ(r.payload[0], SL_ERR_BAD_INPUT);
+    run_header(run, SL_RUN_BEGIN, SL_ENC_BITMAP, 2, 0, 3, 0);
+    run[11] = 1;
+    CHECK_EQ(request(V, SL_MSG_RUN, 47, run, 15, &r), 0);
+    CHECK_EQ(r.payload[0], SL_ERR_BAD_INPUT);
+    run_header(run, SL_RUN_BEGIN | 0x10, SL_ENC_BITMAP, 2, 0, 3, 0);
+    CHECK_EQ(request(V, SL_MSG_RUN, 48, run, 15, &r), 0);
+    CHECK_EQ(r.payload[0], SL_ERR_BAD_INPUT);
+    /* ...refused RUNs leave the recording readable. */
+    CHECK_EQ(read_record(49, 0, 0, &r), 0);
+    CHECK_EQ(r.type, 0x86);
+    /* A RUN that records nothing ends the recording; so does RESET. */
+    run_header(run, SL_RUN_BEGIN, SL_ENC_BITMAP, 2, 0, 1, 0);
+    CHECK_EQ(request(V, SL_MSG_RUN, 51, run, 13, &r), 0);
+    CHECK_EQ(r.type, 0x85);
+    CHECK_EQ(r.len, 13);
+    CHECK_EQ(read_record(52, 0, 0, &r), 0);
+    CHECK_EQ(r.payload[0], SL_ERR_BAD_OFFSET);
+    CHECK_EQ(sl_get_u32(r.payload + 2), 0);
+    run_header(run, SL_RUN_BEGIN | SL_RUN_REC_SPIKES, SL_ENC_BITMAP, 2, 0, 1, 0);
+    CHECK_EQ(request(V, SL_MSG_RUN, 53, run, 13, &r), 0);
+    CHECK_EQ(read_record(54, 0, 0, &r), 0);
+    CHECK_EQ(r.type, 0x86);
+    CHECK_EQ(request(V, SL_MSG_RESET, 55, (const uint8_t *)"\x00", 1, &r), 0);
+    CHECK_EQ(read_record(56, 0, 0, &r), 0);
+    CHECK_EQ(r.payload[0], SL_ERR_BAD_OFFSET);
+}
+
+static void test_recording_split_over_read_chunks(void)
+{
+    /* A recording longer than a frame: OUTPUT carries the first max_payload - (OUTPUT so far)
+     * bytes, READs the rest in chunks of at most max_payload - 12; reassembled, every step holds
+     * the spikes and membranes of that step. 2 layers of 2 neurons, membranes of layer 1. */
+    static const int8_t w2[] = {20, 0, 0, 20};
+    static const int32_t b2[] = {0, 0}, t2[] = {10, 10};
+    static uint8_t blob[512], run[12 + 4096], rec[SL_MAX_RECORD_BYTES];
+    layer_def L[2] = {{1, 1, 0, 0, 3, 2, k_w, k_b, k_thr, k_d, 0, 0, 0},
+                      {1, 1, 0, 0, 2, 2, w2, b2, t2, k_d, 0, 0, 0}};
+    uint32_t step_bytes = 1 + 1 + 8, steps = (SL_MAX_PAYLOAD - 12u - 4u) / 1u, total, got, s;
+    sl_frame r;
+    size_t n = build_program(blob, L, 2);
+    uint16_t seq = 60;
+    int bad = 0;
+    board_init();
+    CHECK_EQ(load(blob, n, &r), 0);
+    CHECK_EQ(r.payload[4], 1);
+    if (steps > SL_MAX_RECORD_BYTES / step_bytes)
+        steps = SL_MAX_RECORD_BYTES / step_bytes;
+    run_header(run, SL_RUN_BEGIN | SL_RUN_REC_SPIKES | SL_RUN_REC_MEMBRANE, SL_ENC_BITMAP, 5, 0,
+               (uint16_t)steps, 1);
+    for (s = 0; s < steps; s++)
+        run[12 + s] = (uint8_t)((s * 7u + s / 3u) % 4u); /* inputs 0, 1 in every combination */
+    CHECK_EQ(request(V, SL_MSG_RUN, seq++, run, 12 + steps, &r), 0);
+    CHECK_EQ(r.type, 0x85);
+    total = steps * step_bytes;
+    {
+        uint32_t head = 12 + (r.payload[1] == SL_ENC_BITMAP ? steps : 0);
+        CHECK_EQ(r.payload[1], SL_ENC_BITMAP);
+        CHECK_EQ(sl_get_u32(r.payload + head), total);
+        got = r.len - head - 4;
+        CHECK_EQ(r.len, SL_MAX_PAYLOAD < head + 4 + total ? SL_MAX_PAYLOAD : head + 4 + total);
+        memcpy(rec, r.payload + head + 4, got);
+    }
+    while (got < total) {
+        CHECK_EQ(read_record(seq++, got, 0, &r), 0);
+        if (r.type != 0x86 || r.len <= 12 || sl_get_u32(r.payload + 4) != got) {
+            bad++;
+            break;
+        }
+        CHECK(r.len <= SL_MAX_PAYLOAD);
+        memcpy(rec + got, r.payload + 12, r.len - 12u);
+        got += r.len - 12u;
+    }
+    CHECK_EQ(got, total);
+    for (s = 0; s < steps; s++) {
+        const uint8_t *q = rec + s * step_bytes;
+        uint8_t x = run[12 + s];
+        /* layer 0 copies inputs 0, 1; layer 1 copies layer 0 (both reset to zero, d = 4096) */
+        bad += q[0] != x || q[1] != x;
+        bad += (int32_t)sl_get_u32(q + 2) != ((x & 1) ? 20 : 0);
+        bad += (int32_t)sl_get_u32(q + 6) != ((x & 2) ? 20 : 0);
+    }
+    CHECK_EQ(bad, 0);
 }
 
 static void test_load_errors(void)
@@ -971,31 +1154,31 @@ static void test_load_errors(void)
     sl_put_u32(p, SL_MAX_PROGRAM_BYTES + 4u);
     sl_put_u32(p + 4, 0);
     sl_put_u32(p + 8, 0);
-    CHECK_EQ(request(1, SL_MSG_LOAD, 1, p, 12, &r), 0);
+    CHECK_EQ(request(V, SL_MSG_LOAD, 1, p, 12, &r), 0);
     CHECK_EQ(r.payload[0], SL_ERR_PROGRAM_TOO_LARGE);
     CHECK_EQ(sl_get_u32(r.payload + 2), SL_MAX_PROGRAM_BYTES);
     /* two chunks, the second out of order */
     sl_put_u32(p, (uint32_t)n);
     sl_put_u32(p + 8, crc);
     memcpy(p + 12, blob, 40);
-    CHECK_EQ(request(1, SL_MSG_LOAD, 2, p, 52, &r), 0);
+    CHECK_EQ(request(V, SL_MSG_LOAD, 2, p, 52, &r), 0);
     CHECK_EQ(r.type, 0x84);
     CHECK_EQ(r.payload[4], 0);
     sl_put_u32(p + 4, 44);
-    CHECK_EQ(request(1, SL_MSG_LOAD, 3, p, 52, &r), 0);
+    CHECK_EQ(request(V, SL_MSG_LOAD, 3, p, 52, &r), 0);
     CHECK_EQ(r.payload[0], SL_ERR_BAD_OFFSET);
     CHECK_EQ(sl_get_u32(r.payload + 2), 40);
     /* in order: completes */
     sl_put_u32(p + 4, 40);
     memcpy(p + 12, blob + 40, n - 40);
-    CHECK_EQ(request(1, SL_MSG_LOAD, 4, p, 12 + n - 40, &r), 0);
+    CHECK_EQ(request(V, SL_MSG_LOAD, 4, p, 12 + n - 40, &r), 0);
     CHECK_EQ(r.payload[4], 1);
     /* whole-program checksum mismatch: the declared CRC is wrong */
     sl_put_u32(p, (uint32_t)n);
     sl_put_u32(p + 4, 0);
     sl_put_u32(p + 8, crc ^ 1u);
     memcpy(p + 12, blob, n);
-    CHECK_EQ(request(1, SL_MSG_LOAD, 5, p, 12 + n, &r), 0);
+    CHECK_EQ(request(V, SL_MSG_LOAD, 5, p, 12 + n, &r), 0);
     CHECK_EQ(r.payload[0], SL_ERR_CHECKSUM_MISMATCH);
     CHECK_EQ(sl_get_u32(r.payload + 2), crc);
     /* a program that does not parse (bad magic, transport CRC right) */
@@ -1014,7 +1197,7 @@ static void test_nack_on_damaged_frame(void)
     size_t i;
     int got = 0;
     board_init();
-    CHECK_EQ(sl_frame_encode(1, SL_MSG_PING, 9, (const uint8_t *)"xyz", 3, wire, sizeof wire, &n), SL_OK);
+    CHECK_EQ(sl_frame_encode(V, SL_MSG_PING, 9, (const uint8_t *)"xyz", 3, wire, sizeof wire, &n), SL_OK);
     wire[3] ^= 0x40;
     g_sink.len = 0;
     CHECK_EQ(sl_proto_feed(&g_ctx, wire, n), SL_OK);
@@ -1041,18 +1224,18 @@ static void test_stream_failing_at_every_offset(void)
     size_t n = 0, full;
     long k;
     sl_frame r;
-    static const uint8_t hello[] = {1, 1};
+    static const uint8_t hello[] = {V, V};
     board_init();
-    CHECK_EQ(request(1, SL_MSG_HELLO, 1, hello, 2, &r), 0);
+    CHECK_EQ(request(V, SL_MSG_HELLO, 1, hello, 2, &r), 0);
     full = g_sink.len;
     CHECK(full > 40);
     for (k = 0; k < (long)full; k++) {
         board_init();
-        CHECK_EQ(sl_frame_encode(1, SL_MSG_HELLO, 1, hello, 2, wire, sizeof wire, &n), SL_OK);
+        CHECK_EQ(sl_frame_encode(V, SL_MSG_HELLO, 1, hello, 2, wire, sizeof wire, &n), SL_OK);
         g_sink.fail_after = k;
         CHECK_EQ(sl_proto_feed(&g_ctx, wire, n), SL_ERR_IO);
         g_sink.fail_after = -1;
-        CHECK_EQ(request(1, SL_MSG_PING, 2, (const uint8_t *)"ok", 2, &r), 0);
+        CHECK_EQ(request(V, SL_MSG_PING, 2, (const uint8_t *)"ok", 2, &r), 0);
         CHECK_EQ(r.type, 0x82);
     }
 }
@@ -1080,6 +1263,8 @@ int main(void)
     RUN_TEST(test_program_too_many_neurons);
     RUN_TEST(test_hello_ping_unknown_version);
     RUN_TEST(test_load_run_and_duplicates);
+    RUN_TEST(test_run_recording_and_read);
+    RUN_TEST(test_recording_split_over_read_chunks);
     RUN_TEST(test_load_errors);
     RUN_TEST(test_nack_on_damaged_frame);
     RUN_TEST(test_stream_failing_at_every_offset);

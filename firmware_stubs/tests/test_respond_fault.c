@@ -57,7 +57,7 @@ static int ping(uint16_t seq, const char *text, sl_frame *out)
 {
     uint8_t wire[128];
     size_t n = 0;
-    if (sl_frame_encode(1, SL_MSG_PING, seq, (const uint8_t *)text, strlen(text), wire,
+    if (sl_frame_encode(SL_PROTOCOL_VERSION, SL_MSG_PING, seq, (const uint8_t *)text, strlen(text), wire,
                         sizeof wire, &n) != SL_OK)
         return -3;
     g_sink.len = 0;

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from .cobs import CobsError, cobs_decode, cobs_encode
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2       # the version this host speaks (it speaks no other: docs/protocol.md section 2)
 HEADER = struct.Struct("<BBHH")
 HEADER_BYTES = HEADER.size
 CRC_BYTES = 4

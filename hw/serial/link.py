@@ -191,7 +191,8 @@ class Link:
                 lo, hi = err.value & 0xFF, (err.value >> 8) & 0xFF
                 raise ProtocolVersionError(
                     f"board on {self.name} speaks serial protocol {err.detail} (supports {lo}..{hi}), "
-                    f"this host speaks {self.version}: update the firmware or spikeloop")
+                    f"this host speaks {self.version} (supports {self.version}..{self.version}): "
+                    "update the firmware or spikeloop")
             raise BoardError(name, err, self.name)
         if f.version != self.version:
             raise ProtocolVersionError(f"board on {self.name} answered with serial protocol {f.version}, "
@@ -204,17 +205,24 @@ class Link:
     # ---- convenience ----------------------------------------------------------------------------
 
     def hello(self, proto_min: int | None = None, proto_max: int | None = None) -> BoardInfo:
-        """Handshake: HELLO -> INFO, refusing a board whose protocol version differs."""
-        f = self.request(MsgType.HELLO, hello_payload(proto_min or self.version, proto_max or self.version))
+        """Handshake: HELLO (the versions this host speaks) -> INFO (the version the board chose),
+        refusing a board that chose, or only speaks, another version (docs/protocol.md section 2).
+        proto_min/proto_max override the range stated (tests use it to play other hosts)."""
+        lo, hi = proto_min or self.version, proto_max or self.version
+        f = self.request(MsgType.HELLO, hello_payload(lo, hi))
+        try:
+            chosen, board_lo, board_hi = BoardInfo.versions(f.payload)
+        except ValueError as e:
+            raise ProtocolError(f"{self.name}: malformed INFO: {e}") from None
+        if chosen != self.version:
+            raise ProtocolVersionError(
+                f"board on {self.name} speaks serial protocol {chosen} (supports {board_lo}..{board_hi}), "
+                f"this host speaks {self.version} (supports {self.version}..{self.version}): update the "
+                "firmware or spikeloop")
         try:
             info = BoardInfo.from_payload(f.payload)
         except ValueError as e:
             raise ProtocolError(f"{self.name}: malformed INFO: {e}") from None
-        if info.proto_version != self.version:
-            raise ProtocolVersionError(
-                f"board on {self.name} speaks serial protocol {info.proto_version} (supports "
-                f"{info.proto_min}..{info.proto_version}), this host speaks {self.version}: update the "
-                "firmware or spikeloop")
         self.max_payload = info.max_payload
         return info
 

@@ -7,7 +7,10 @@
  *     prints "SPIKELOOP_PTY <path>" on stdout, then serves the pty until stdin closes or
  *     SIGTERM/SIGINT arrives. --reboot-after N cold-restarts the firmware once (program lost,
  *     new boot id) after its N-th request frame: a board reset with the USB-serial link staying
- *     up, for the restart tests. */
+ *     up, for the restart tests.
+ *   --chip ID --sigma-q16 T,L,G,N   boot as non-ideal chip ID (uint32) with the sigma of threshold,
+ *     leak, gain and membrane noise in Q16 (docs/fixed_point.md, "Non-ideal chips"); default: the
+ *     build's sl_config.h values (the ideal chip). */
 #define _XOPEN_SOURCE 700
 #include <errno.h>
 #include <fcntl.h>
@@ -20,6 +23,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "sl_nonideal.h"
 #include "sl_proto.h"
 
 static sl_proto g_board; /* all firmware state: static, as on a board */
@@ -94,18 +98,66 @@ static int open_pty(int *slave_fd)
 
 static void usage(void)
 {
-    fprintf(stderr, "usage: spikeloop-fw-host (--pty | --stdio | --fd N) [--reboot-after N]\n");
+    fprintf(stderr, "usage: spikeloop-fw-host (--pty | --stdio | --fd N) [--reboot-after N] "
+                    "[--chip ID] [--sigma-q16 T,L,G,N]\n");
+}
+
+/* A decimal uint32 (all of text); 0 on success. */
+static int parse_u32(const char *text, char **end_out, uint32_t *v)
+{
+    char *end;
+    unsigned long long x;
+    if (*text < '0' || *text > '9')
+        return 1;
+    errno = 0;
+    x = strtoull(text, &end, 10);
+    if (errno != 0 || x > 0xFFFFFFFFull)
+        return 1;
+    *v = (uint32_t)x;
+    if (end_out)
+        *end_out = end;
+    else if (*end != '\0')
+        return 1;
+    return 0;
+}
+
+/* "T,L,G,N": four decimal sigma_q16 values; 0 on success. */
+static int parse_sigmas(const char *text, uint32_t sigma[SL_NI_COUNT])
+{
+    int k;
+    char *end = NULL;
+    for (k = 0; k < SL_NI_COUNT; k++) {
+        if (parse_u32(text, &end, &sigma[k]) != 0)
+            return 1;
+        if (*end != (k + 1 < SL_NI_COUNT ? ',' : '\0'))
+            return 1;
+        text = end + 1;
+    }
+    return 0;
 }
 
 int main(int argc, char **argv)
 {
     int in_fd = -1, out_fd = -1, slave_fd = -1, watch_stdin = 0, i;
     long reboot_after = 0;
+    uint32_t chip = sl_nonideal_chip()->chip, sigma[SL_NI_COUNT];
     sl_ostream out;
     uint8_t buf[4096];
 
+    memcpy(sigma, sl_nonideal_chip()->sigma_q16, sizeof sigma);
     for (i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--pty") == 0) {
+        if (strcmp(argv[i], "--chip") == 0 && i + 1 < argc) {
+            if (parse_u32(argv[++i], NULL, &chip) != 0) {
+                fprintf(stderr, "spikeloop-fw-host: --chip takes a decimal uint32, got '%s'\n", argv[i]);
+                return 2;
+            }
+        } else if (strcmp(argv[i], "--sigma-q16") == 0 && i + 1 < argc) {
+            if (parse_sigmas(argv[++i], sigma) != 0) {
+                fprintf(stderr, "spikeloop-fw-host: --sigma-q16 takes four decimal integers T,L,G,N, "
+                                "got '%s'\n", argv[i]);
+                return 2;
+            }
+        } else if (strcmp(argv[i], "--pty") == 0) {
             in_fd = out_fd = open_pty(&slave_fd);
             if (in_fd < 0)
                 return 1;
@@ -124,6 +176,16 @@ int main(int argc, char **argv)
     }
     if (in_fd < 0) {
         usage();
+        return 2;
+    }
+#if !SL_NONIDEAL
+    if (sigma[0] | sigma[1] | sigma[2] | sigma[3]) {
+        fprintf(stderr, "spikeloop-fw-host: built with SL_NONIDEAL=0: --sigma-q16 must be 0,0,0,0\n");
+        return 2;
+    }
+#endif
+    if (sl_nonideal_configure(chip, sigma) != 0) {
+        fprintf(stderr, "spikeloop-fw-host: --sigma-q16 values must be in 0..65536 (sigma 0..1)\n");
         return 2;
     }
     signal(SIGTERM, on_signal);
