@@ -355,7 +355,7 @@ def _read_timeout_s(size_bytes: int) -> float:
 
 def _read_in_child(path: str, conn) -> None:
     try:
-        conn.send((True, nir.read(path)))
+        conn.send((True, nir.read(path, type_check=False)))
     except BaseException as e:  # noqa: BLE001 - everything goes back to the parent as a message
         conn.send((False, f"{type(e).__name__}: {e}"))
     finally:
@@ -363,18 +363,21 @@ def _read_in_child(path: str, conn) -> None:
 
 
 def read_nir(path: str | Path) -> nir.NIRGraph:
-    """nir.read(path) in a forked child process with a time limit (`_read_timeout_s`).
+    """nir.read(path, type_check=False) in a forked child process with a time limit (`_read_timeout_s`).
 
     A damaged HDF5 file can send libhdf5 into a loop that never returns — measured: one flipped
     byte in the variable-length string heap behind `node/edges` (tests/test_fuzz_decoders.py found
     it) — or crash it, and neither can be stopped from Python in-process; the child is killed
-    instead and the file refused with NIRError. Where fork is unavailable, nir.read in-process."""
+    instead and the file refused with NIRError. Where fork is unavailable, nir.read in-process.
+    NIR's own type inference is off: graphs from other tools fail it where they are still clear
+    (Norse 1.1's Input type keeps the sample's batch axis, [1, N] in front of an Affine of N
+    inputs); `import_nir` checks every node's shapes itself."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"NIR file not found: {path}")
     if "fork" not in multiprocessing.get_all_start_methods():  # pragma: no cover - Windows
         try:
-            return nir.read(str(path))
+            return nir.read(str(path), type_check=False)
         except Exception as e:  # h5py raises OSError, RuntimeError, KeyError, ... on damaged files
             raise NIRError(f"{path}: not a readable NIR file ({type(e).__name__}: {e})") from None
     ctx = multiprocessing.get_context("fork")

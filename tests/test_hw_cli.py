@@ -84,7 +84,7 @@ def test_deploy_a_nir_graph_runs_like_its_checkpoint(tmp_path, capsys, trained_d
     assert from_nir["agreement_with_sim"] == 1.0 and from_nir["test_samples"] == 40
     # a foreign graph without dt needs --dt-s; a checkpoint refuses it
     assert main(["deploy", ck, "--dt-s", "0.001", *args]) == 2
-    assert "--dt-s applies to a NIR graph" in capsys.readouterr().err
+    assert "--dt-s and --nir-producer apply to a NIR graph" in capsys.readouterr().err
 
 
 def test_deploy_a_foreign_nir_graph_needs_its_time_step(tmp_path, capsys):

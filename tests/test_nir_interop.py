@@ -569,3 +569,28 @@ def test_rockpool_runs_cubalif_graphs_with_its_own_neuron():
     got = RUNNERS["rockpool"](export_nir(spec, sd), x)
     assert got.shape == ref.shape and got.max() > 1
     assert (int(ref.sum()), int(got.sum()), int((got != ref).sum())) == ROCKPOOL_CUBA
+
+
+def test_cli_deploys_a_norse_graph_with_nir_producer(tmp_path, capsys):
+    """`spikeloop deploy g.nir --dt-s 1e-3 --nir-producer norse`: a Norse LIFBoxCell network on the
+    digits (input type [1, 64], reshaped from the 8×8 images) compiles and runs on `sim`; without
+    the producer the graph is refused with the hint (its time constants are dt·τ)."""
+    _need("norse")
+    import norse.torch as norse
+    from norse.torch.module.lif_box import LIFBoxCell, LIFBoxParameters
+
+    torch.manual_seed(0)
+
+    def cell(n):  # per-neuron (1-D) parameters: nir.write refuses Norse's 0-d tensors (h5py scalar datasets)
+        return LIFBoxCell(LIFBoxParameters(tau_mem_inv=torch.full((n,), 100.0), v_th=torch.full((n,), 0.5),
+                                           v_leak=torch.zeros(n), v_reset=torch.zeros(n)))
+    net = norse.SequentialState(torch.nn.Linear(64, 16), cell(16), torch.nn.Linear(16, 10), cell(10))
+    path = tmp_path / "norse.nir"
+    nir.write(str(path), norse.to_nir(net, torch.rand(1, 64), dt=1e-3))
+    base = ["deploy", str(path), "--device", "sim", "--dt-s", "1e-3", "--max-test", "20", "--no-progress"]
+    assert main(base) == 2
+    assert "producer='norse'" in capsys.readouterr().err
+    res = _cli_json(capsys, base + ["--nir-producer", "norse", "--json"])
+    assert res["test_samples"] == 20 and res["profile"] == "mcu" and 0 <= res["device_accuracy"] <= 1
+    assert main(["deploy", "ck.safetensors", "--nir-producer", "norse"]) == 2
+    assert "--nir-producer apply to a NIR graph (.nir) only" in capsys.readouterr().err

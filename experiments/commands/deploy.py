@@ -29,6 +29,9 @@ def register(sub) -> None:
     add_number(p, "--batch-size", default=256, help="samples per Device.run call")
     add_number(p, "--seed", default=EVAL_SEED, help="input encoding seed")
     add_number(p, "--dt-s", default=None, help="NIR input: time step in seconds of a graph that records none")
+    p.add_argument("--nir-producer", default="nir", choices=["nir", "norse"],
+                   help="NIR input: the tool that wrote the graph, where its time constants need a correction "
+                        "(norse: Norse 1.1's to_nir writes dt*tau; hw.nir_graph.PRODUCERS)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--plot", default=None, help="write a PNG: device vs float output spike counts, per-layer errors")
     add_json_flag(p)
@@ -110,24 +113,26 @@ def default_profile(device_uri: str) -> str:
     return VENDOR_DEFAULT_PROFILES.get(parse_uri(device_uri).scheme, "mcu")
 
 
-def load_model_file(path: str, dt_s: float | None = None):
+def load_model_file(path: str, dt_s: float | None = None, producer: str = "nir"):
     """A `Checkpoint` from a .safetensors checkpoint or, for a .nir file, from its NIR graph (no
-    metrics; the dataset defaults to digits unless --dataset says otherwise)."""
+    metrics; the dataset defaults to digits unless --dataset says otherwise). producer: see
+    `hw.nir_graph.PRODUCERS`."""
     from pathlib import Path
 
     if Path(path).suffix.lower() != ".nir":
-        if dt_s is not None:
-            raise ValueError("--dt-s applies to a NIR graph (.nir) only; a checkpoint has its own dt_s")
+        if dt_s is not None or producer != "nir":
+            raise ValueError("--dt-s and --nir-producer apply to a NIR graph (.nir) only; a checkpoint has its "
+                             "own dt_s")
         return load_checkpoint(path)
     from hw.nir_graph import import_nir
     from snn.checkpoint import Checkpoint
-    spec, state = import_nir(path, dt_s=dt_s)
+    spec, state = import_nir(path, dt_s=dt_s, producer=producer)
     return Checkpoint(spec, state, metrics={}, extra={"source": "nir"})
 
 
 def run(args) -> int:
     t_start = time.perf_counter()
-    ckpt = load_model_file(args.checkpoint, args.dt_s)
+    ckpt = load_model_file(args.checkpoint, args.dt_s, args.nir_producer)
     args.dataset = args.dataset or ckpt.extra.get("dataset", "digits")
     data = load_data(args)
     dep = deploy_checkpoint(ckpt, data, args.device, args.profile or default_profile(args.device), args.seed,
