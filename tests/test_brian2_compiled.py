@@ -14,7 +14,7 @@ import torch
 from snn.brian2_ref import cache_root, crosscheck, run_brian2, translate
 from snn.brian2_ref.runner import STRICT_FP_FLAGS, _structure_key, check_inputs
 from snn.model import build_model
-from snn.spec import Leaky, Linear, ModelSpec, RLeaky, Synaptic
+from snn.spec import Conv2d, Flatten, Leaky, Linear, MaxPool2d, ModelSpec, RLeaky, Synaptic
 
 pytestmark = pytest.mark.brian2_compiled
 
@@ -76,3 +76,23 @@ def test_cpp_standalone_subprocess_bit_exact_and_project_cached():
         np.testing.assert_array_equal(again.layers[i]["spikes"], ref.layers[i]["spikes"])
         np.testing.assert_array_equal(again.layers[i]["mem"], ref.layers[i]["mem"])
     assert binary.stat().st_mtime_ns == mtime
+
+
+def test_cpp_standalone_conv_maxpool_analog_input_bit_exact():
+    """Analog input (TimedArray), max pooling of values (linked variables, clip) and of spikes (the
+    OR group), summed synapses: the same numbers in generated C++ as in snnTorch float64."""
+    spec = ModelSpec(layers=(Conv2d(1, 3, 3, padding=1), Leaky(beta=0.875, threshold=0.5), MaxPool2d(2),
+                             Conv2d(3, 4, 3, padding=1), MaxPool2d(2), Leaky(), Flatten(), Linear(4 * 2 * 2, 5),
+                             Leaky()),
+                     input_shape=(1, 8, 8), num_steps=10, encoder={"type": "direct", "gain": 1.0},
+                     name="compiled-conv-test")
+    g = torch.Generator().manual_seed(12)
+    sd = build_model(spec).state_dict()
+    for k, v in sd.items():
+        if k.endswith(("weight", "bias")):
+            sd[k] = torch.randint(-48, 97, v.shape, generator=g).float() / 256
+    x = (torch.randint(0, 17, (2, 1, 8, 8), generator=g).float() / 16).expand(10, -1, -1, -1, -1).contiguous()
+    assert [[s.kind for s in l.stages] for l in translate(spec, sd).layers] == [[], ["or", "linear", "max"], []]
+    d = crosscheck((spec, sd), x, target="cpp_standalone").to_dict()
+    assert d["spike_agreement"] == 1.0 and d["max_membrane_abs_diff"] == 0.0, d["layers"]
+    assert all(0 < l["spikes_brian2"] < 20 * l["neurons"] for l in d["layers"])

@@ -282,16 +282,23 @@ def test_cli_crosscheck_json(trained_digits_checkpoint, tmp_path, capsys):
                  "--out", str(tmp_path)]) == 2
 
 
-def test_cli_rejects_maxpool_checkpoint_naming_the_layer(tmp_path, capsys):
+@pytest.mark.parametrize("encoder", ["rate", "direct"])
+def test_cli_crosscheck_conv_preset_maxpool_and_analog_input(encoder, tmp_path, capsys):
     from experiments.cli import main
     from snn.checkpoint import save_checkpoint
     from snn.presets import conv
 
-    spec = conv((1, 8, 8), 10, channels=(2, 4), num_steps=5)
-    path = save_checkpoint(tmp_path / "conv.safetensors", spec, build_model(spec), extra={"dataset": "digits"})
-    assert main(["crosscheck", str(path), "--samples", "1", "--json", "--out", str(tmp_path)]) == 2
-    err = capsys.readouterr().err
-    assert "layer 1 (maxpool2d) is not supported by the Brian2 reference" in err
+    spec = conv((1, 8, 8), 10, channels=(2, 4), num_steps=5, encoder={"type": encoder, "gain": 1.0})
+    model = build_model(spec)
+    with torch.no_grad():  # initial weights scaled up so that every layer spikes
+        for name, p in model.named_parameters():
+            if name.endswith("weight"):
+                p.mul_(4)
+    path = save_checkpoint(tmp_path / "conv.safetensors", spec, model, extra={"dataset": "digits"})
+    assert main(["crosscheck", str(path), "--samples", "3", "--json", "--out", str(tmp_path)]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["spike_agreement"] == 1.0 and d["max_membrane_abs_diff"] <= 1e-12, d["layers"]
+    assert [l["layer"] for l in d["layers"]] == [2, 5, 8] and all(l["spikes_brian2"] > 0 for l in d["layers"])
 
 
 @pytest.mark.gpu

@@ -80,11 +80,20 @@ def test_translate_unrolls_conv_avgpool_flatten_chain_exactly():
     np.testing.assert_allclose(got, ref.detach().numpy(), rtol=0, atol=1e-12)
 
 
-def test_maxpool_rejected_naming_the_layer():
+def test_maxpool_becomes_linear_and_max_stages_matching_torch():
+    """Conv2d -> MaxPool2d -> Leaky: the conv (with its bias) is a linear stage, the pooling a max over
+    window tables; applied in numpy they give torch's conv + max_pool2d."""
     spec = ModelSpec(layers=(Conv2d(1, 2, 3, padding=1), MaxPool2d(2), Leaky(), Flatten(), Linear(8, 2), Leaky()),
                      input_shape=(1, 4, 4))
-    with pytest.raises(UnsupportedLayerError, match=r"layer 1 \(maxpool2d\)"):
-        translate(spec, build_model(spec).state_dict())
+    model = build_model(spec, dtype=torch.float64)
+    plan = translate(spec, model.state_dict())
+    lin, mx = plan.layers[0].stages
+    assert (lin.kind, mx.kind) == ("linear", "max") and plan.layers[1].stages == ()
+    x = torch.randn(5, 1, 4, 4, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    ref = model.layers[1](model.layers[0](x)).reshape(5, -1).detach().numpy()
+    y = x.reshape(5, -1).numpy() @ lin.conn.to_dense().T + lin.bias
+    got = y[:, mx.windows].max(axis=2) @ plan.layers[0].feedforward.to_dense().T
+    np.testing.assert_allclose(got, ref, rtol=0, atol=1e-12)
 
 
 def test_graded_spikes_rejected():

@@ -17,7 +17,7 @@ from __future__ import annotations
 import importlib
 
 _EXPORTS = {
-    "Connection": "plan", "LayerPlan": "plan", "NetworkPlan": "plan",
+    "Connection": "plan", "LayerPlan": "plan", "NetworkPlan": "plan", "Stage": "plan",
     "UnsupportedLayerError": "mapping", "translate": "mapping",
     "STRICT_FP_FLAGS": "runner", "TARGETS": "runner", "Brian2Result": "runner", "cache_root": "runner",
     "run_brian2": "runner",

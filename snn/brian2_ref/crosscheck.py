@@ -19,7 +19,6 @@ import numpy as np
 import torch
 
 from ..checkpoint import Checkpoint, load_checkpoint
-from ..encoding import require_spike_input
 from ..model import build_model
 from ..spec import ModelSpec
 from .compare import LayerComparison, compare_traces
@@ -36,7 +35,7 @@ class CrossCheckReport:
     """Result of one cross-check. `layers` compares every spiking layer (a = snnTorch, b = Brian2).
 
     traces_snntorch / traces_brian2: {spec index: {"spikes"|"mem"(|"syn"): [T, B, N] float64}};
-    inputs: [T, B, n_input] input spikes. They are kept for plotting and left out of `to_dict`."""
+    inputs: [T, B, n_input] input spikes or currents. They are kept for plotting and left out of `to_dict`."""
 
     layers: list[LayerComparison]
     target: str
@@ -162,7 +161,8 @@ def crosscheck(source, input_spikes, target: str = "numpy", dtype: torch.dtype |
                brian2_spec: ModelSpec | None = None, progress: bool = False,
                device: str = "cpu") -> CrossCheckReport:
     """Run `source` (Checkpoint, checkpoint path, or (spec, state_dict)) in snnTorch (`dtype`) and in
-    Brian2 (`target`, always float64) on the same input spikes [T, B, *input_shape] and compare.
+    Brian2 (`target`, always float64) on the same input [T, B, *input_shape] and compare: spikes
+    (0/1) for a spike encoder, the real-valued currents of an analog encoder (`direct`) otherwise.
 
     brian2_spec: simulate this spec in Brian2 instead (same weights) — for negative tests of the
     check itself, e.g. a spec with the reset mode swapped must not agree.
@@ -177,10 +177,9 @@ def crosscheck(source, input_spikes, target: str = "numpy", dtype: torch.dtype |
     if target not in TARGETS:
         raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
     spec, state_dict = _resolve(source)
-    require_spike_input(spec, "the Brian2 reference")
     x = _as_tensor(input_spikes, spec)
     plan: NetworkPlan = translate(brian2_spec or spec, state_dict)
-    check_inputs(plan, x.numpy())  # binary spikes of the right shape, before any simulation runs
+    check_inputs(plan, x.numpy())  # the right shape and kind (0/1 spikes or currents), before any simulation
     traces_a, t_snn = run_snntorch(spec, state_dict, x, dtype, device=device)
     b2 = run_brian2(plan, x.numpy(), target=target, cache_dir=cache_dir, progress=progress)
     kinds = {i: spec.layers[i].type_name for i in traces_a}

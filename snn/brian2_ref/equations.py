@@ -25,6 +25,37 @@ FEEDFORWARD_ON_PRE = "X_post += w"
 RECURRENT_ON_PRE = "Xrec_post += w"
 SYNAPSE_MODEL = "w : 1 (constant)"
 
+# Intermediate groups in front of a population (`plan.Stage`), recomputed every step; `y` is a
+# stage's output, the value the next stage or population reads.
+ANALOG_INPUT_MODEL = "y : 1"
+ANALOG_INPUT_CODE = "y = input_values(t, i)"  # the TimedArray row of this Brian2 step
+LINEAR_STAGE_MODEL = "s : 1\ny : 1\nb : 1 (constant)"  # s: synaptic sum, b: bias of the layers
+STAGE_CLEAR_CODE = "s = 0"
+STAGE_SPIKE_ON_PRE = "s_post += w"
+STAGE_FINISH_CODE = "y = s + b"
+OR_STAGE_MODEL = "y : 1"  # count of window elements that spiked this step
+OR_CLEAR_CODE = "y = 0"
+OR_ON_PRE = "y_post += 1"
+OR_THRESHOLD = "y > 0"  # any element of the window spiked: the max of {0, 1} values
+
+
+def summed_model(target: str) -> str:
+    """Synapses from a real-valued source (`y`) summing `w * y_pre` into the target's `target`
+    variable each step (Brian2 overwrites the target with the sum)."""
+    return f"w : 1 (constant)\n{target}_post = w * y_pre : 1 (summed)"
+
+
+def max_stage_model(k: int) -> str:
+    """A max-pooling group of windows of k elements: m0 .. m{k-1} link to the source's `y`."""
+    return "y : 1\n" + "".join(f"m{j} : 1 (linked)\n" for j in range(k))
+
+
+def max_stage_code(k: int) -> str:
+    """y = max(m0, ..., m{k-1}) as a chain of `clip(a, b, inf)` = max(a, b) (Brian2 has no max
+    function; clip compares and returns one of its arguments, so the result is exact)."""
+    lines = ["y = m0"] + [f"y = clip(m{j}, y, inf)" for j in range(1, k)]
+    return "\n".join(lines)
+
 _BASE_VARS = """
 v : 1
 X : 1

@@ -5,8 +5,11 @@ becomes one population (`LayerPlan`), and the stateless layers in front of it (l
 avgpool2d, flatten) are unrolled into one sparse synapse list from the previous population (or
 the input) with a composed bias. Conv2d and AvgPool2d are unrolled by explicit index arithmetic
 (not by calling torch), so a padding/stride/flatten-order mistake in the model would show up as
-a disagreement. MaxPool2d is nonlinear and has no synapse equivalent: it is rejected with
-`UnsupportedLayerError` naming the layer. See `docs/brian2_mapping.md`.
+a disagreement. MaxPool2d is nonlinear, so it splits the chain into `Stage`s: the linear layers
+before it become a "linear" stage (real values), the pooling a "max" stage over explicit window
+tables, or an "or" stage when its input is spikes (the max of {0, 1} values is a logical OR).
+Analog input (the `direct` encoder) makes the plan's `input_kind` "analog". See
+`docs/brian2_mapping.md`.
 """
 
 from __future__ import annotations
@@ -16,9 +19,11 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+import encoders
+
 from ..model import build_model, without_spec_buffers
 from ..spec import AvgPool2d, Conv2d, Flatten, Leaky, Linear, MaxPool2d, ModelSpec, RLeaky, Synaptic
-from .plan import Connection, LayerPlan, NetworkPlan
+from .plan import Connection, LayerPlan, NetworkPlan, Stage
 
 
 class UnsupportedLayerError(ValueError):
@@ -60,6 +65,19 @@ def unroll_avgpool2d(in_shape: tuple[int, int, int], kernel: int, stride: int):
     return sp.csr_matrix((vals, (rows, cols)), shape=(c * ho * wo, c * h * w)), (c, ho, wo)
 
 
+def pool_windows(in_shape: tuple[int, int, int], kernel: int, stride: int):
+    """Windows of a 2-D pooling (no padding, floor mode, torch's MaxPool2d) on [C, H, W]:
+    int64 [C*Ho*Wo, kernel^2] flat input indices, row-major over (ky, kx); and (C, Ho, Wo)."""
+    c, h, w = in_shape
+    ho, wo = (h - kernel) // stride + 1, (w - kernel) // stride + 1
+    if ho < 1 or wo < 1:
+        raise ValueError(f"pooling kernel {kernel} does not fit input {in_shape}")
+    ch, oy, ox, ky, kx = np.meshgrid(np.arange(c), np.arange(ho), np.arange(wo), np.arange(kernel),
+                                     np.arange(kernel), indexing="ij")
+    idx = (ch * h + oy * stride + ky) * w + ox * stride + kx
+    return idx.reshape(c * ho * wo, kernel * kernel).astype(np.int64), (c, ho, wo)
+
+
 def _np(t: torch.Tensor) -> np.ndarray:
     return t.detach().cpu().to(torch.float64).numpy()
 
@@ -82,10 +100,6 @@ def _stateless_matrix(spec: ModelSpec, i: int, in_shape, state: dict):
     if isinstance(layer, AvgPool2d):
         m, out_shape = unroll_avgpool2d(tuple(in_shape), layer.kernel_size, layer.effective_stride)
         return m, None, out_shape
-    if isinstance(layer, MaxPool2d):
-        raise UnsupportedLayerError(
-            f"layer {i} (maxpool2d) is not supported by the Brian2 reference: max pooling of real-valued "
-            "synaptic input has no synapse equivalent (use avgpool2d, or a stride in conv2d)")
     raise UnsupportedLayerError(f"layer {i} ({layer.type_name}) is not supported by the Brian2 reference")
 
 
@@ -101,7 +115,8 @@ def translate(spec: ModelSpec, state_dict: dict[str, torch.Tensor]) -> NetworkPl
     """The `NetworkPlan` of a spec with trained weights (all values as float64).
 
     Neuron parameters are the effective values snnTorch applies (`neuron_parameters()`: beta and
-    alpha clamped to [0, 1]). Raises `UnsupportedLayerError` naming the first layer that cannot be
+    alpha clamped to [0, 1]). The plan's input is "analog" for an analog encoder (`direct`),
+    "spikes" otherwise. Raises `UnsupportedLayerError` naming the first layer that cannot be
     reproduced, and ValueError if the weights do not fit the spec."""
     # the spec decides the reset mode (spec-derived buffers dropped: a deliberately different spec
     # may be simulated with these weights, see crosscheck(brian2_spec=...))
@@ -109,11 +124,25 @@ def translate(spec: ModelSpec, state_dict: dict[str, torch.Tensor]) -> NetworkPl
     shapes = spec.shapes()
     in_shapes = [spec.input_shape] + shapes[:-1]
     state = dict(state_dict)
+    input_kind = "spikes" if encoders.is_spike_encoder(spec.encoder["type"]) else "analog"
     plans = []
     chain: list[int] = []
-    matrix, bias = None, None  # the composed chain since the last population
+    stages: list[Stage] = []
+    matrix, bias = None, None  # the composed linear chain since the last population or stage
     n_src = math.prod(spec.input_shape)
+    src_spikes = input_kind == "spikes"  # whether what `matrix` (or the next stage) reads is spikes
     for i, layer in enumerate(spec.layers):
+        if isinstance(layer, MaxPool2d):
+            n_in = math.prod(in_shapes[i])
+            if matrix is not None:  # the linear layers in front become a stage of real values
+                b = np.zeros(matrix.shape[0]) if bias is None else np.asarray(bias, dtype=np.float64)
+                stages.append(Stage("linear", matrix.shape[1], matrix.shape[0],
+                                    conn=Connection.from_matrix(matrix), bias=b))
+                matrix, bias, src_spikes = None, None, False
+            windows, _ = pool_windows(tuple(in_shapes[i]), layer.kernel_size, layer.effective_stride)
+            stages.append(Stage("or" if src_spikes else "max", n_in, windows.shape[0], windows=windows))
+            chain.append(i)
+            continue
         if not layer.spiking:
             m, b, _ = _stateless_matrix(spec, i, in_shapes[i], state)
             if matrix is None:
@@ -126,8 +155,8 @@ def translate(spec: ModelSpec, state_dict: dict[str, torch.Tensor]) -> NetworkPl
             continue
         _check_spiking(spec, i, state)
         n = math.prod(shapes[i])
-        if matrix is None:  # spiking layer right after another: identity synapses
-            matrix = sp.identity(n_src, format="csr")
+        if matrix is None:  # spiking layer right after another or after a pooling: identity synapses
+            matrix = sp.identity(stages[-1].n_out if stages else n_src, format="csr")
         p = {k: v.numpy().astype(np.float64) for k, v in params[i].items()}
         p["bias"] = np.zeros(n) if bias is None else np.asarray(bias, dtype=np.float64).reshape(n)
         recurrent = None
@@ -144,7 +173,7 @@ def translate(spec: ModelSpec, state_dict: dict[str, torch.Tensor]) -> NetworkPl
         kind = "leaky" if isinstance(layer, Leaky) else "synaptic" if isinstance(layer, Synaptic) else "rleaky"
         plans.append(LayerPlan(spec_index=i, kind=kind, reset=layer.reset, shape=tuple(shapes[i]), params=p,
                                feedforward=Connection.from_matrix(matrix), recurrent=recurrent,
-                               chain=tuple(chain)))
-        matrix, bias, chain, n_src = None, None, [], n
+                               chain=tuple(chain), stages=tuple(stages)))
+        matrix, bias, chain, stages, n_src, src_spikes = None, None, [], [], n, True
     return NetworkPlan(layers=tuple(plans), input_shape=tuple(spec.input_shape), num_steps=spec.num_steps,
-                       dt_s=float(spec.dt_s))
+                       dt_s=float(spec.dt_s), input_kind=input_kind)
