@@ -1,23 +1,34 @@
-"""Training throughput of spikeloop's Trainer against a plain snnTorch tutorial-style loop.
+"""Training throughput on the CPU: spikeloop's model step (fused Leaky and the per-step snnTorch
+path it replaced), its Trainer, the snnTorch tutorial loop, Norse and SpikingJelly, side by side.
 
-Both train the same network (Flatten -> Linear -> Leaky -> Linear -> Leaky, atan surrogate), from
-the same initial weights, on the same data, batch size, T, loss (snnTorch's ce_count_loss, mean)
-and optimizer (Adam), with rate-coded inputs drawn every batch. They run in one process,
-alternating round by round so machine load hits both alike; the result is the ratio of the
-median throughputs (samples per second), which must be >= 1.0.
+Every contender trains the same network (784 -> hidden -> 10 by default: Flatten -> Linear -> LIF
+-> Linear -> LIF) from the same initial weights on the same samples (Fashion-MNIST), with the same
+batch size, T, loss (snnTorch's ce_count_loss, mean) and optimizer (Adam), one epoch per round:
 
-The reference loop is what the snnTorch tutorials write by hand: an nn.Module holding
-`nn.Linear` and `snn.Leaky` layers stepped with a Python for-loop over time, `spikegen.rate` for
-the input, `SF.ce_count_loss()`, `torch.optim.Adam`. Batches are drawn by slicing a shuffled
-index tensor (no DataLoader, whose per-sample collation would only slow the reference down).
+- `model_step`: spikeloop's `SpikingNetwork` (fused multi-step Leaky, snn/fused_lif.py) on input
+  spikes encoded beforehand: forward + backward + Adam and nothing else (the "raw model step").
+- `model_step_snntorch_lif`: the same with `fused_lif = False`, Leaky layers stepped one time step
+  at a time with snnTorch's arithmetic (the model step before the fused Leaky).
+- `trainer`: `Trainer.fit` for one epoch on the raw samples (it encodes every batch itself,
+  on a worker thread overlapped with the step); `trainer_in_line` encodes in line.
+- `snntorch_loop`: the snnTorch tutorial loop (`nn.Linear` + `snn.Leaky` stepped per time step,
+  `spikegen.rate` input drawn every batch).
+- `norse`: Norse's `LIFBoxCell` (LIF without synaptic current, SuperSpike surrogate), linear
+  layers batched over time like spikeloop's, on the same pre-encoded spikes.
+- `spikingjelly`: SpikingJelly's multi-step `LIFNode` (torch backend), same; skipped with a note
+  when the package does not import.
+
+Contenders alternate within each round (the order rotates round by round) so machine load hits all
+alike; ratios are medians over rounds of per-round ratios. CPU time (`process_time`, all threads
+of the process) is reported beside wall time: the trainer's encoding thread uses a second core.
 
     python -m experiments.bench_train --json
+    python -m experiments.bench_train --hidden 256 --threads 1 --rounds 3 --json
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import platform
 import statistics
 import sys
@@ -30,6 +41,7 @@ from snntorch import spikegen
 from torch import nn
 from tqdm.auto import tqdm
 
+from experiments.args import add_number
 from experiments.output import add_json_flag, emit
 from snn.data import load_dataset
 from snn.encoding import encode_batch
@@ -37,7 +49,8 @@ from snn.model import build_model
 from snn.presets import fc
 from snn.training import TrainConfig, Trainer
 
-BENCH_VERSION = 1
+BENCH_VERSION = 2
+TARGETS = {"fused_vs_snntorch_lif": {256: 1.4, 1000: 1.2}, "trainer_vs_model_step": 0.95}
 
 
 class TutorialNet(nn.Module):
@@ -64,125 +77,289 @@ class TutorialNet(nn.Module):
         return torch.stack(spk2_rec)
 
 
+def _copy_linears(model, spec, dst: list[nn.Linear]) -> None:
+    lin = [i for i, l in enumerate(spec.layers) if l.type_name == "linear"]
+    with torch.no_grad():
+        for d, i in zip(dst, lin):
+            d.weight.copy_(model.layers[i].weight)
+            d.bias.copy_(model.layers[i].bias)
+
+
 def tutorial_net_like(model, spec) -> TutorialNet:
     """A TutorialNet holding exactly the weights of our fc preset `model`."""
-    lin = [i for i, l in enumerate(spec.layers) if l.type_name == "linear"]
-    w1 = model.layers[lin[0]].weight
-    net = TutorialNet(w1.shape[1], w1.shape[0], spec.num_outputs, spec.layers[lin[0] + 1].beta)
-    with torch.no_grad():
-        for dst, i in ((net.fc1, lin[0]), (net.fc2, lin[1])):
-            dst.weight.copy_(model.layers[i].weight)
-            dst.bias.copy_(model.layers[i].bias)
+    w1 = model.layers[[i for i, l in enumerate(spec.layers) if l.type_name == "linear"][0]].weight
+    beta = [l for l in spec.layers if l.spiking][0].beta
+    net = TutorialNet(w1.shape[1], w1.shape[0], spec.num_outputs, beta)
+    _copy_linears(model, spec, [net.fc1, net.fc2])
     return net
 
 
-def train_tutorial(net: TutorialNet, x: torch.Tensor, y: torch.Tensor, epochs: int, batch_size: int,
-                   num_steps: int, lr: float, seed: int) -> tuple[float, float]:
-    """The hand-written loop. x: [N, num_inputs] in [0, 1]. Returns (seconds, last epoch mean loss)."""
+class NorseNet(nn.Module):
+    """784 -> hidden -> 10 with Norse LIFBoxCell layers (decay 1 - dt/tau_mem = beta), linear layers
+    applied once over all T*B samples, LIF cells stepped over time."""
+
+    def __init__(self, num_inputs: int, num_hidden: int, num_outputs: int, beta: float):
+        super().__init__()
+        import norse.torch as norse
+
+        p = norse.LIFBoxParameters(tau_mem_inv=torch.tensor((1 - beta) / 1e-3), v_th=torch.tensor(1.0))
+        self.fc1, self.fc2 = nn.Linear(num_inputs, num_hidden), nn.Linear(num_hidden, num_outputs)
+        self.lif1, self.lif2 = norse.LIFBoxCell(p, dt=1e-3), norse.LIFBoxCell(p, dt=1e-3)
+
+    def _run(self, lif, z):
+        state, out = None, []
+        for z_t in z.unbind(0):
+            s, state = lif(z_t, state)
+            out.append(s)
+        return torch.stack(out)
+
+    def forward(self, x):
+        """x: [T, B, num_inputs] -> output spikes [T, B, num_outputs]."""
+        T, B = x.shape[:2]
+        s1 = self._run(self.lif1, self.fc1(x.reshape(T * B, -1)).reshape(T, B, -1))
+        return self._run(self.lif2, self.fc2(s1.reshape(T * B, -1)).reshape(T, B, -1))
+
+
+class SpikingJellyNet(nn.Module):
+    """The same network with SpikingJelly multi-step LIFNode layers (torch backend, tau = 1/(1-beta),
+    hard reset to 0, ATan surrogate)."""
+
+    def __init__(self, num_inputs: int, num_hidden: int, num_outputs: int, beta: float):
+        super().__init__()
+        from spikingjelly.activation_based import neuron
+
+        kw = dict(tau=1 / (1 - beta), decay_input=False, v_threshold=1.0, step_mode="m", backend="torch")
+        self.fc1, self.fc2 = nn.Linear(num_inputs, num_hidden), nn.Linear(num_hidden, num_outputs)
+        self.lif1, self.lif2 = neuron.LIFNode(**kw), neuron.LIFNode(**kw)
+
+    def forward(self, x):
+        from spikingjelly.activation_based import functional
+
+        functional.reset_net(self)
+        T, B = x.shape[:2]
+        s1 = self.lif1(self.fc1(x.reshape(T * B, -1)).reshape(T, B, -1))
+        return self.lif2(self.fc2(s1.reshape(T * B, -1)).reshape(T, B, -1))
+
+
+def _peer(name: str, init, spec):
+    """(network, None) or (None, reason it cannot run)."""
+    w1 = init.layers[[i for i, l in enumerate(spec.layers) if l.type_name == "linear"][0]].weight
+    beta = [l for l in spec.layers if l.spiking][0].beta
+    cls = {"norse": NorseNet, "spikingjelly": SpikingJellyNet}[name]
+    try:
+        net = cls(w1.shape[1], w1.shape[0], spec.num_outputs, beta)
+    except ImportError as e:
+        return None, f"{name} not importable ({e}); not installed in this environment"
+    _copy_linears(init, spec, [net.fc1, net.fc2])
+    return net, None
+
+
+def _steps(net, batches, lr: float, flat: bool) -> float:
+    """Forward + backward + Adam over pre-encoded batches [(spikes [T, B, ...], y)]; last loss."""
+    loss_fn = SF.ce_count_loss()
+    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    net.train()
+    loss = None
+    for spk, y in batches:
+        out = net(spk.flatten(2) if flat else spk)
+        loss = loss_fn(out if flat else out.spikes, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return loss.item()
+
+
+def train_tutorial(net: TutorialNet, x: torch.Tensor, y: torch.Tensor, batch_size: int, num_steps: int,
+                   lr: float, seed: int) -> float:
+    """The hand-written loop, one epoch. x: [N, num_inputs] in [0, 1]. Returns the mean loss."""
     torch.manual_seed(seed)
     loss_fn = SF.ce_count_loss()
     optimizer = torch.optim.Adam(net.parameters(), lr=lr)
     net.train()
-    t0 = time.perf_counter()
-    for _ in range(epochs):
-        order = torch.randperm(len(x))
-        total = 0.0
-        for b in range(0, len(x), batch_size):
-            idx = order[b:b + batch_size]
-            data = spikegen.rate(x[idx], num_steps=num_steps)
-            spk_rec = net(data)
-            loss_val = loss_fn(spk_rec, y[idx])
-            optimizer.zero_grad()
-            loss_val.backward()
-            optimizer.step()
-            total += loss_val.item() * len(idx)
-    return time.perf_counter() - t0, total / len(x)
+    order = torch.randperm(len(x))
+    total = 0.0
+    for b in range(0, len(x), batch_size):
+        idx = order[b:b + batch_size]
+        data = spikegen.rate(x[idx], num_steps=num_steps)
+        spk_rec = net(data)
+        loss_val = loss_fn(spk_rec, y[idx])
+        optimizer.zero_grad()
+        loss_val.backward()
+        optimizer.step()
+        total += loss_val.item() * len(idx)
+    return total / len(x)
 
 
-def same_outputs(model, net, spec, x) -> bool:
-    """Both networks give identical output spikes and membranes on identical input spikes."""
+def _model(init, spec, fused: bool):
+    m = build_model(spec, init.state_dict())
+    m.fused_lif = fused
+    return m
+
+
+def _checks(init, spec, x) -> dict:
+    """Same input spikes -> identical output spikes: fused vs per-step model, model vs tutorial."""
     spk_in = encode_batch(spec, x, torch.Generator().manual_seed(0))
     with torch.no_grad():
-        ours = model(spk_in).spikes
-        theirs = net(spk_in.flatten(2))
-    return bool(torch.equal(ours, theirs))
+        fused = _model(init, spec, True)(spk_in)
+        stepped = _model(init, spec, False)(spk_in)
+        tutorial = tutorial_net_like(init, spec)(spk_in.flatten(2))
+    return {"fused_equals_snntorch_lif": bool(torch.equal(fused.spikes, stepped.spikes)
+                                              and torch.equal(fused.mem, stepped.mem)),
+            "model_equals_snntorch_loop": bool(torch.equal(fused.spikes, tutorial))}
 
 
-def run_benchmark(dataset: str = "digits", hidden: int = 256, num_steps: int = 25, batch_size: int = 128,
-                  epochs: int = 2, rounds: int = 5, lr: float = 5e-3, max_train: int | None = None,
-                  threads: int | None = 1, seed: int = 0) -> dict:
-    if threads:
-        torch.set_num_threads(threads)
-    data = load_dataset(dataset)
-    x, y = data.train_x, data.train_y
-    if max_train:
-        x, y = x[:max_train], y[:max_train]
+def bench_shape(data, hidden: int, num_steps: int, batch_size: int, train: int, rounds: int, lr: float,
+                seed: int, contenders: list[str], progress: bool) -> dict:
+    """Interleaved rounds of every contender on one network shape, at the current thread count."""
+    x, y = data.train_x[:train], data.train_y[:train]
     spec = fc(data.input_shape, data.num_classes, hidden=hidden, num_steps=num_steps)
-    cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, loss="ce_count", seed=seed, val_fraction=0.0,
+    cfg = TrainConfig(epochs=1, batch_size=batch_size, lr=lr, loss="ce_count", seed=seed, val_fraction=0.0,
                       lr_schedule=None, device="cpu", progress=False)
     torch.manual_seed(seed)
     init = build_model(spec)  # the Trainer builds the same initial weights from cfg.seed
     x_flat = x.reshape(len(x), -1)
-    check = same_outputs(init, tutorial_net_like(init, spec), spec, x[:32])
-
-    # warm-up (not timed): first calls pay for lazy initialisation in torch and the allocator
-    Trainer(spec, x[:batch_size], y[:batch_size], dataclasses.replace(cfg, epochs=1)).fit()
-    train_tutorial(tutorial_net_like(init, spec), x_flat[:batch_size], y[:batch_size], 1, batch_size,
-                   num_steps, lr, seed)
-
-    rounds_out = []
-    n = len(x) * epochs
-    for r in tqdm(range(rounds), desc="rounds", file=sys.stderr, disable=not sys.stderr.isatty()):
-        rec = {}
-        # alternate which side goes first so a load change mid-round is shared out evenly
-        for side in (("ours", "snntorch_loop") if r % 2 == 0 else ("snntorch_loop", "ours")):
-            w0, c0 = time.perf_counter(), time.process_time()
-            if side == "ours":
-                res = Trainer(spec, x, y, cfg).fit()
-                loss = res.history[-1]["train_loss"]
+    gen = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(x), generator=gen)
+    batches = [(encode_batch(spec, x[order[b:b + batch_size]], gen), y[order[b:b + batch_size]])
+               for b in range(0, len(x), batch_size)]
+    notes, peers = {}, {}
+    for name in ("norse", "spikingjelly"):
+        if name in contenders:
+            net, why = _peer(name, init, spec)
+            if net is None:
+                notes[name] = why
             else:
-                _, loss = train_tutorial(tutorial_net_like(init, spec), x_flat, y, epochs, batch_size, num_steps,
-                                         lr, seed)
-            rec[side] = {"samples_per_s": n / (time.perf_counter() - w0),
-                         "samples_per_cpu_s": n / (time.process_time() - c0), "last_epoch_loss": loss}
-        rec["ratio"] = rec["ours"]["samples_per_s"] / rec["snntorch_loop"]["samples_per_s"]
-        rec["ratio_cpu_time"] = rec["ours"]["samples_per_cpu_s"] / rec["snntorch_loop"]["samples_per_cpu_s"]
-        rounds_out.append(rec)
-    med = lambda key, side=None: statistics.median(  # noqa: E731
-        r[side][key] if side else r[key] for r in rounds_out)
-    ratio = med("ratio")
+                peers[name] = net
+
+    def run(side: str) -> float:
+        if side == "model_step":
+            return _steps(_model(init, spec, True), batches, lr, flat=False)
+        if side == "model_step_snntorch_lif":
+            return _steps(_model(init, spec, False), batches, lr, flat=False)
+        if side in ("trainer", "trainer_in_line"):
+            t = Trainer(spec, x, y, cfg)
+            t.prefetch = side == "trainer"
+            return t.fit().history[-1]["train_loss"]
+        if side == "snntorch_loop":
+            return train_tutorial(tutorial_net_like(init, spec), x_flat, y, batch_size, num_steps, lr, seed)
+        net, _ = _peer(side, init, spec)  # fresh copy of the initial weights every round
+        return _steps(net, batches, lr, flat=True)
+
+    sides = [c for c in contenders if c not in notes]
+    for side in sides:  # warm-up, not timed: lazy initialisation in torch and the allocator
+        run(side)
+    per_round = []
+    for r in tqdm(range(rounds), desc=f"hidden {hidden}, {torch.get_num_threads()} thread(s)", file=sys.stderr,
+                  disable=not progress, leave=False):
+        rec = {}
+        for side in sides[r % len(sides):] + sides[:r % len(sides)]:
+            w0, c0 = time.perf_counter(), time.process_time()
+            loss = run(side)
+            rec[side] = {"samples_per_s": len(x) / (time.perf_counter() - w0),
+                         "samples_per_cpu_s": len(x) / (time.process_time() - c0), "loss": loss}
+        per_round.append(rec)
+
+    def ratio(a: str, b: str, key: str = "samples_per_s"):
+        if a not in sides or b not in sides:
+            return None
+        return statistics.median(r[a][key] / r[b][key] for r in per_round)
+
+    out = {
+        "hidden": hidden, "network": f"{spec.input_shape} -> {hidden} -> {data.num_classes}",
+        "threads": torch.get_num_threads(), "train_samples": len(x), "batches": len(batches),
+        **_checks(init, spec, x[:64]),
+        "samples_per_s": {s: statistics.median(r[s]["samples_per_s"] for r in per_round) for s in sides},
+        "samples_per_cpu_s": {s: statistics.median(r[s]["samples_per_cpu_s"] for r in per_round) for s in sides},
+        "ratios": {
+            "fused_vs_snntorch_lif": ratio("model_step", "model_step_snntorch_lif"),
+            "trainer_vs_model_step": ratio("trainer", "model_step"),
+            "trainer_vs_model_step_cpu_time": ratio("trainer", "model_step", "samples_per_cpu_s"),
+            "trainer_in_line_vs_model_step": ratio("trainer_in_line", "model_step"),
+            "trainer_vs_snntorch_loop": ratio("trainer", "snntorch_loop"),
+            "model_step_vs_snntorch_loop": ratio("model_step", "snntorch_loop"),
+            "model_step_vs_norse": ratio("model_step", "norse"),
+            "model_step_vs_spikingjelly": ratio("model_step", "spikingjelly"),
+        },
+        "skipped": notes,
+        "per_round": per_round,
+    }
+    return out
+
+
+CONTENDERS = ("model_step", "model_step_snntorch_lif", "trainer", "trainer_in_line", "snntorch_loop", "norse",
+              "spikingjelly")
+
+
+def run_benchmark(dataset: str = "fashion-mnist", hidden=(256, 1000), threads=(1, 2), num_steps: int = 25,
+                  batch_size: int = 128, train: int = 1280, rounds: int = 3, lr: float = 5e-4, seed: int = 0,
+                  contenders=CONTENDERS, progress: bool = True) -> dict:
+    data = load_dataset(dataset)
+    saved = torch.get_num_threads()
+    shapes = []
+    try:
+        for n in threads:
+            torch.set_num_threads(n)
+            for h in hidden:
+                shapes.append(bench_shape(data, h, num_steps, batch_size, train, rounds, lr, seed, list(contenders),
+                                          progress))
+    finally:
+        torch.set_num_threads(saved)
+    versions = {"torch": torch.__version__, "snntorch": snn.__version__, "python": platform.python_version()}
+    for name, mod in (("norse", "norse"), ("spikingjelly", "spikingjelly")):
+        try:
+            versions[name] = getattr(__import__(mod), "__version__", "unknown")
+        except ImportError:
+            versions[name] = None
+    targets = []
+    for s in shapes:
+        if s["threads"] == 1 and s["hidden"] in TARGETS["fused_vs_snntorch_lif"] and \
+                s["ratios"]["fused_vs_snntorch_lif"] is not None:
+            need = TARGETS["fused_vs_snntorch_lif"][s["hidden"]]
+            targets.append({"what": f"fused model step / per-step model step, hidden {s['hidden']}, 1 thread",
+                            "ratio": s["ratios"]["fused_vs_snntorch_lif"], "required": need,
+                            "met": s["ratios"]["fused_vs_snntorch_lif"] >= need})
+        if s["ratios"]["trainer_vs_model_step"] is not None:
+            r = s["ratios"]["trainer_vs_model_step"]
+            targets.append({"what": f"Trainer.fit / model step, hidden {s['hidden']}, {s['threads']} thread(s)",
+                            "ratio": r, "required": TARGETS["trainer_vs_model_step"],
+                            "met": r >= TARGETS["trainer_vs_model_step"]})
     return {
-        "benchmark": "train_throughput", "version": BENCH_VERSION,
-        "dataset": dataset, "train_samples": len(x), "network": f"fc {spec.input_shape}->{hidden}->{data.num_classes}",
-        "num_steps": num_steps, "batch_size": batch_size, "epochs_per_round": epochs, "rounds": rounds,
-        "loss": "ce_count", "optimizer": "Adam", "lr": lr, "threads": torch.get_num_threads(), "device": "cpu",
-        "same_outputs_on_same_input": check,
-        "ours_samples_per_s": med("samples_per_s", "ours"),
-        "snntorch_loop_samples_per_s": med("samples_per_s", "snntorch_loop"),
-        "ratio": ratio, "ratio_cpu_time": med("ratio_cpu_time"), "ratio_required": 1.0,
-        "meets_target": ratio >= 1.0,
-        "ratio_definition": "median over rounds of ours/snntorch_loop wall-clock samples/s, measured back to back",
-        "per_round": rounds_out,
-        "torch": torch.__version__, "snntorch": snn.__version__, "python": platform.python_version(),
+        "benchmark": "train_throughput", "version": BENCH_VERSION, "dataset": dataset, "num_steps": num_steps,
+        "batch_size": batch_size, "loss": "ce_count", "optimizer": "Adam", "lr": lr, "rounds": rounds,
+        "device": "cpu",
+        "ratio_definition": "median over rounds of per-round wall-clock samples/s ratios, contenders interleaved",
+        "targets": targets, "shapes": shapes, "versions": versions,
     }
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m experiments.bench_train", description=__doc__.splitlines()[0])
-    p.add_argument("--dataset", default="digits")
-    p.add_argument("--hidden", type=int, default=256)
-    p.add_argument("--num-steps", type=int, default=25)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--epochs", type=int, default=2, help="epochs per round")
-    p.add_argument("--rounds", type=int, default=5)
-    p.add_argument("--max-train", type=int, default=None)
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--dataset", default="fashion-mnist")
+    p.add_argument("--hidden", default="256,1000", help="comma list of hidden sizes")
+    p.add_argument("--threads", default="1,2", help="comma list of torch CPU thread counts")
+    add_number(p, "--num-steps", default=25)
+    add_number(p, "--batch-size", default=128)
+    add_number(p, "--max-train", default=1280, help="training samples per round (one epoch)")
+    add_number(p, "--rounds", default=3)
+    p.add_argument("--contenders", default=",".join(CONTENDERS), help="comma list of " + ", ".join(CONTENDERS))
     add_json_flag(p)
-    args = p.parse_args(argv)
-    res = run_benchmark(args.dataset, args.hidden, args.num_steps, args.batch_size, args.epochs, args.rounds,
-                        max_train=args.max_train, threads=args.threads or None)
-    emit(res, args.json, title="training throughput: spikeloop Trainer vs plain snnTorch loop")
-    return 0 if res["same_outputs_on_same_input"] else 1
+    a = p.parse_args(argv)
+    try:
+        hidden = [int(h) for h in a.hidden.split(",")]
+        threads = [int(t) for t in a.threads.split(",")]
+    except ValueError:
+        p.error(f"--hidden and --threads take comma lists of integers, got {a.hidden!r} and {a.threads!r}")
+    if min(hidden) < 1 or min(threads) < 1:
+        p.error("--hidden and --threads values must be >= 1")
+    contenders = a.contenders.split(",")
+    unknown = sorted(set(contenders) - set(CONTENDERS))
+    if unknown:
+        p.error(f"unknown contenders {unknown}; choose from {', '.join(CONTENDERS)}")
+    res = run_benchmark(a.dataset, hidden, threads, a.num_steps, a.batch_size, a.max_train, a.rounds,
+                        contenders=contenders, progress=sys.stderr.isatty())
+    emit(res, a.json, title="training throughput (CPU)")
+    ok = all(s["fused_equals_snntorch_lif"] and s["model_equals_snntorch_loop"] for s in res["shapes"])
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

@@ -21,8 +21,12 @@ import torch
 from torch import nn
 
 from .finite import require_finite
+from .fused_lif import leaky_multistep, synaptic_multistep
 from .spec import (AvgPool2d, Conv2d, Flatten, Leaky, Linear, MaxPool2d, ModelSpec, RLeaky,
                    Surrogate, Synaptic, check_memory)
+
+
+FUSED_LIF_ENV = "SPIKELOOP_FUSED_LIF"  # "0": build models that step Leaky layers one step at a time
 
 
 class NetworkOutput(NamedTuple):
@@ -103,6 +107,10 @@ class SpikingNetwork(nn.Module):
         in_shapes = [spec.input_shape] + shapes[:-1]
         self.layers = nn.ModuleList(_build_layer(l, i, o) for l, i, o in zip(spec.layers, in_shapes, shapes))
         self.feature_shapes = shapes
+        # Leaky and Synaptic layers run through the fused multi-step Functions (same forward bits
+        # as snnTorch); False (or SPIKELOOP_FUSED_LIF=0 at construction) steps them one time step
+        # at a time, the reference path tests and benchmarks compare against
+        self.fused_lif = os.environ.get(FUSED_LIF_ENV, "1") != "0"
 
     def forward(self, x: torch.Tensor, record: bool = False) -> NetworkOutput:
         spec = self.spec
@@ -120,6 +128,19 @@ class SpikingNetwork(nn.Module):
         for i, (layer, lspec) in enumerate(zip(self.layers, spec.layers)):
             if not lspec.spiking:
                 h = layer(h)
+                continue
+            fused = _fused_args(layer, lspec) if self.fused_lif else None
+            if fused is not None:  # the whole time loop in one autograd Function (snn/fused_lif.py)
+                z = h.reshape(T, B, *h.shape[1:])
+                if isinstance(lspec, Synaptic):
+                    spikes, syn_all, mem_all = synaptic_multistep(z, *fused, lspec.surrogate)
+                else:
+                    (spikes, mem_all), syn_all = leaky_multistep(z, *fused, lspec.surrogate), None
+                if record or i == len(self.layers) - 1:
+                    mem_out = mem_all
+                if record:
+                    traces[i] = {"spikes": spikes, "mem": mem_all} | ({"syn": syn_all} if syn_all is not None else {})
+                h = spikes.reshape(T * B, *spikes.shape[2:])
                 continue
             # unbind, not z[t]: the backward of T selects would fill T full-size zero tensors
             steps = h.reshape(T, B, *h.shape[1:]).unbind(0)
@@ -163,6 +184,26 @@ class SpikingNetwork(nn.Module):
                 p["V"] = v.expand(n).clone() if v.numel() == 1 else v.reshape(n)
             out[i] = p
         return out
+
+
+def _fused_args(layer, lspec):
+    """The parameters for `leaky_multistep` (clamped beta, threshold, reset) or `synaptic_multistep`
+    (clamped alpha, clamped beta, threshold, reset) when the layer is a plain snnTorch `Leaky` or
+    `Synaptic` they cover (subtract/zero reset with reset_delay, unit spikes, no state
+    quantisation or inhibition, the spec's surrogate), else None."""
+    kinds = {snntorch_lib.Leaky: Leaky, snntorch_lib.Synaptic: Synaptic}
+    if (kinds.get(type(layer)) is None or not isinstance(lspec, kinds[type(layer)]) or layer.state_quant
+            or layer.inhibition or not layer.reset_delay or layer.reset_mechanism_val not in (0, 1)):
+        return None
+    graded = layer.graded_spikes_factor
+    if not (isinstance(graded, torch.Tensor) and not graded.requires_grad and bool((graded == 1).all())):
+        return None
+    params = ([layer.alpha] if isinstance(lspec, Synaptic) else []) + [layer.beta, layer.threshold]
+    if len({(p.dtype, p.device) for p in params}) != 1:
+        return None
+    reset = "subtract" if layer.reset_mechanism_val == 0 else "zero"
+    # one clamp per forward is the value snnTorch's per-step clamp gives
+    return (*(p.clamp(0, 1) for p in params[:-1]), layer.threshold, reset)
 
 
 def _leaky_step_fn(layer):

@@ -18,6 +18,7 @@ import math
 import os
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -150,8 +151,42 @@ def init_distributed_from_env(device: str | None = None) -> bool:
     return False
 
 
+def _encoded_batches(spec: ModelSpec, x: torch.Tensor, y: torch.Tensor, order: torch.Tensor, batch_size: int,
+                     seed: int, epoch: int, prefetch: bool = True):
+    """Yield (idx, input spikes [T, b, *input_shape] on the CPU, labels [b]) for the batches of one
+    epoch, batch b encoded with a generator seeded from (seed, epoch, b): the global batch, the
+    same on every rank.
+
+    prefetch: encode batch b+1 on a worker thread while the caller trains on batch b. Encoding is
+    about as long as a training step and releases the GIL, so it runs on another core; each batch
+    has its own seeded generator, so the spikes are the same as encoding in line."""
+    nb = math.ceil(len(x) / batch_size)
+
+    def encode(b):
+        idx = order[b * batch_size:(b + 1) * batch_size]
+        gen = torch.Generator().manual_seed((seed * 1_000_003 + epoch) * 100_003 + b)
+        return idx, encode_batch(spec, x[idx], gen), y[idx]
+
+    if not prefetch or nb < 2:
+        for b in range(nb):
+            yield encode(b)
+        return
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="spikeloop-encode") as pool:
+        pending = pool.submit(encode, 0)
+        for b in range(nb):
+            batch = pending.result()
+            if b + 1 < nb:
+                pending = pool.submit(encode, b + 1)
+            yield batch
+
+
 class Trainer:
-    """Trains a `ModelSpec` on a dataset split; writes metrics.jsonl and model.safetensors to out_dir."""
+    """Trains a `ModelSpec` on a dataset split; writes metrics.jsonl and model.safetensors to out_dir.
+
+    `prefetch` (attribute, default True): encode the next batch on a worker thread during the
+    current step (same spikes, same results; False encodes in line)."""
+
+    prefetch = True
 
     def __init__(self, spec: ModelSpec, train_x, train_y, config: TrainConfig, out_dir: str | Path | None = None,
                  test_x=None, test_y=None, extra: dict | None = None):
@@ -196,16 +231,14 @@ class Trainer:
             model.train()
             order = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed * 7919 + epoch))
             nb = math.ceil(n / cfg.batch_size)
-            bar = tqdm(range(nb), desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
+            bar = tqdm(total=nb, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
                        disable=not cfg.progress or self.rank != 0)
             # [summed loss, correct, samples] of this rank's shards, kept on the device (no per-batch sync)
             stats = torch.zeros(3, dtype=torch.float64, device=self.device)
             t0 = time.perf_counter()
-            for b in bar:
-                idx = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
-                gen = torch.Generator().manual_seed((cfg.seed * 1_000_003 + epoch) * 100_003 + b)
-                spk_in = encode_batch(spec, self.train_x[idx], gen)  # global batch, same on every rank
-                y = self.train_y[idx]
+            batches = _encoded_batches(spec, self.train_x, self.train_y, order, cfg.batch_size, cfg.seed, epoch,
+                                       prefetch=self.prefetch)
+            for b, (idx, spk_in, y) in enumerate(batches):
                 lo, hi = _shard(len(idx), self.rank, self.world)
                 spk_in, y = spk_in[:, lo:hi].to(self.device), y[lo:hi].to(self.device)
                 out = net(spk_in)
@@ -222,9 +255,11 @@ class Trainer:
                     stats[1] += correct
                     stats[2] += hi - lo
                 samples_seen += len(idx)
-                if b % 20 == 0 or b == nb - 1:
+                if not bar.disable and (b % 20 == 0 or b == nb - 1):  # a device sync: only when shown
                     s_loss, s_correct, s_n = stats.tolist()
                     bar.set_postfix(loss=f"{s_loss / max(s_n, 1):.3f}", acc=f"{s_correct / max(s_n, 1):.3f}")
+                bar.update(1)
+            bar.close()
             train_time += time.perf_counter() - t0
             if sched:
                 sched.step()

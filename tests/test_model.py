@@ -388,8 +388,9 @@ def test_fast_leaky_step_equals_snntorch_forward(monkeypatch, reset, dtype):
     ), input_shape=(6,), num_steps=30)
     x = (torch.rand(30, 4, 6, generator=torch.Generator().manual_seed(5)) < 0.5).to(dtype).requires_grad_()
 
-    def run():
+    def run(fused=False):
         model = _scaled_model(spec, 3.0, dtype, seed=7)
+        model.fused_lif = fused  # the fused multi-step Leaky is tests/test_fused_lif.py's
         out = model(x, record=True)
         (out.spikes.sum() + out.record[1]["mem"].sum() + out.mem.sum()).backward()
         grads = {n: p.grad.clone() for n, p in model.named_parameters()} | {"input": x.grad.clone()}
@@ -397,6 +398,7 @@ def test_fast_leaky_step_equals_snntorch_forward(monkeypatch, reset, dtype):
         return out, grads
 
     fast_out, fast_grads = run()
+    fused_out, fused_grads = run(fused=True)
     monkeypatch.setattr(model_mod, "_leaky_step_fn", lambda layer: None)  # step the snnTorch modules
     slow_out, slow_grads = run()
     assert torch.equal(fast_out.spikes, slow_out.spikes) and torch.equal(fast_out.mem, slow_out.mem)
@@ -412,3 +414,6 @@ def test_fast_leaky_step_equals_snntorch_forward(monkeypatch, reset, dtype):
     for k in fast_grads:
         scale = slow_grads[k].abs().max().item()
         assert (fast_grads[k] - slow_grads[k]).abs().max().item() <= tol * scale, k
+        assert (fused_grads[k] - slow_grads[k]).abs().max().item() <= tol * scale, k
+    assert torch.equal(fused_out.spikes, slow_out.spikes) and torch.equal(fused_out.mem, slow_out.mem)
+    assert torch.equal(fused_out.record[1]["mem"], slow_out.record[1]["mem"])

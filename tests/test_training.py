@@ -60,6 +60,28 @@ def test_predict_ties_go_to_lowest_index():
 # --------------------------------------------------------------------------- trainer
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("params", [{}, {"gain": 0.5}, {"gain": 0.7, "offset": 0.3}])
+def test_rate_encoding_fast_path_equals_the_encoder(params, dtype):
+    """snn.encoding's CPU path for the rate code gives exactly encoders.encode's spikes and
+    dtype, from a generator, an int seed and the global RNG; bad intensities are still refused."""
+    import encoders
+
+    spec = fc((1, 5, 7), 10, num_steps=9, encoder={"type": "rate", **params})
+    x = torch.rand(6, 1, 5, 7, generator=torch.Generator().manual_seed(2), dtype=dtype)
+    for make in (lambda: torch.Generator().manual_seed(11), lambda: 11):
+        got = encode_batch(spec, x, make())
+        want = encoders.encode("rate", x, 9, generator=make(), **params)
+        assert got.dtype == want.dtype == dtype and torch.equal(got, want)
+    torch.manual_seed(5)
+    got = encode_batch(spec, x, None)
+    torch.manual_seed(5)
+    assert torch.equal(got, encoders.encode("rate", x, 9, **params))
+    assert 0 < got.mean() < 1
+    with pytest.raises(ValueError, match="x must lie in"):
+        encode_batch(spec, x + 1, None)
+
+
 @pytest.fixture(scope="module")
 def small_digits(digits):
     return subset(digits, max_train=300, max_test=100, seed=0)
@@ -86,11 +108,14 @@ def test_one_trainer_step_is_a_plain_snntorch_step(loss, small_digits):
     torch.manual_seed(cfg.seed)
     model = build_model(spec)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    out = model(encode_batch(spec, x, None))
-    SNN_MEAN[loss](out.spikes, y).sum().backward()
+    # in the trainer's shuffled order: Adam's first step is lr * g / (|g| + eps), so the rounding
+    # of another summation order moves a weight whose gradient is near eps by far more than 1e-6
+    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(cfg.seed * 7919))
+    out = model(encode_batch(spec, x[order], None))
+    SNN_MEAN[loss](out.spikes, y[order]).sum().backward()
     opt.step()
     for k, v in model.state_dict().items():
-        # the trainer sees the batch in shuffled order: equal up to float summation order
+        # equal up to the rounding of snnTorch's mean against the trainer's sum * (1 / B)
         torch.testing.assert_close(trained.state_dict()[k], v, rtol=0, atol=1e-6, msg=k)
     assert not torch.equal(trained.layers[1].weight, build_model(spec).layers[1].weight)
 
@@ -107,6 +132,48 @@ def test_same_seed_gives_identical_weights(small_digits):
     assert runs[0].history == [{**h, "epoch_seconds": runs[0].history[i]["epoch_seconds"]}
                                for i, h in enumerate(runs[1].history)]
     assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_fit_equals_a_hand_written_loop_with_the_same_seeds(small_digits):
+    """Trainer.fit (prefetching the next batch's encoding on a worker thread) gives bit for bit the
+    weights of a plain loop written out here: same initial weights, epoch shuffles, per-batch
+    encoding seeds, snnTorch summed loss over the batch size, Adam, in line."""
+    spec, d = tiny_spec(), small_digits
+    x, y = d.train_x[:130], d.train_y[:130]  # 3 batches of 50, the last of 30
+    cfg = _cfg(epochs=2, val_fraction=0.0, lr_schedule=None)
+    trainer = Trainer(spec, x, y, cfg)
+    assert trainer.prefetch
+    trained = trainer.fit().model.state_dict()
+
+    torch.manual_seed(cfg.seed)
+    model = build_model(spec)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    loss_fn = snn_fn.ce_count_loss(reduction="sum")
+    for epoch in range(cfg.epochs):
+        order = torch.randperm(len(x), generator=torch.Generator().manual_seed(cfg.seed * 7919 + epoch))
+        for b, s in enumerate(range(0, len(x), cfg.batch_size)):
+            idx = order[s:s + cfg.batch_size]
+            gen = torch.Generator().manual_seed((cfg.seed * 1_000_003 + epoch) * 100_003 + b)
+            out = model(encode_batch(spec, x[idx], gen))
+            loss = loss_fn(out.spikes, y[idx]).sum() * (1 / len(idx))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    for k, v in model.state_dict().items():
+        assert torch.equal(trained[k], v), k
+
+
+def test_prefetch_does_not_change_results(small_digits):
+    """Encoding in line and on the worker thread: identical weights and history (val split, cosine)."""
+    d, runs = small_digits, []
+    for prefetch in (False, True):
+        t = Trainer(tiny_spec(), d.train_x, d.train_y, _cfg(epochs=2))
+        t.prefetch = prefetch
+        runs.append(t.fit())
+    a, b = (_weights(r) for r in runs)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    strip = lambda h: [{k: v for k, v in r.items() if k != "epoch_seconds"} for r in h]  # noqa: E731
+    assert strip(runs[0].history) == strip(runs[1].history)
 
 
 def test_best_epoch_weights_are_restored(small_digits):

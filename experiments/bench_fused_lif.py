@@ -1,0 +1,219 @@
+"""One Leaky layer's forward + backward on the CPU, four ways, side by side: the per-step snnTorch
+arithmetic under autograd (the model's path before the fused Leaky), the fused multi-step Function
+in torch ops (snn/fused_lif.py, what spikeloop ships), `torch.compile` of the per-step loop, and
+a C kernel (plain C compiled here with the system compiler, called through ctypes: an experiment,
+not shipped).
+
+Each contender runs z [T, B, N] -> (spikes, membranes), then backward of sum(g * spikes) with a
+fixed random g; subtract reset, beta 0.9, threshold 1, atan surrogate (slope 2). Rounds are
+interleaved, medians reported; forward bits and input gradients are checked against the per-step
+path. Compile times are reported separately.
+
+    python -m experiments.bench_fused_lif --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import math
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import snntorch.surrogate as snn_surrogate
+import torch
+from tqdm.auto import tqdm
+
+from experiments.args import add_number
+from experiments.output import add_json_flag, emit
+from snn.fused_lif import leaky_multistep
+from snn.spec import Surrogate
+
+C_SOURCE = r"""
+#include <stdint.h>
+/* Leaky, subtract reset, atan surrogate. Compiled with -ffp-contract=off: the same float32
+   operations, in the same order, as the torch-ops path (no fused multiply-add). */
+void lif_fwd(const float* restrict z, float* restrict spk, float* restrict mem, float beta, float thr,
+             int64_t T, int64_t M, float* restrict u, float* restrict r) {
+    for (int64_t i = 0; i < M; i++) { u[i] = 0.f; r[i] = (0.f - thr > 0.f) ? 1.f : 0.f; }
+    for (int64_t t = 0; t < T; t++) {
+        const float* restrict zt = z + t * M; float* restrict mt = mem + t * M; float* restrict st = spk + t * M;
+        for (int64_t i = 0; i < M; i++) {
+            float a = beta * u[i];
+            a = a + zt[i];
+            float m = a - r[i] * thr;
+            float s = m > thr ? 1.f : 0.f;
+            mt[i] = m; st[i] = s; u[i] = m; r[i] = s;
+        }
+    }
+}
+void lif_bwd(const float* restrict mem, const float* restrict gspk, float beta, float thr, float c,
+             float half_slope, int64_t T, int64_t M, float* restrict dz) {
+    for (int64_t t = T - 1; t >= 0; t--) {
+        const float* restrict mt = mem + t * M; const float* restrict gt = gspk + t * M;
+        float* restrict dt = dz + t * M; const float* restrict dn = dz + (t + 1) * M;
+        if (t + 1 < T) {
+            for (int64_t i = 0; i < M; i++) {
+                float x = c * (mt[i] - thr);
+                dt[i] = half_slope / (1.f + x * x) * gt[i] + beta * dn[i];
+            }
+        } else {
+            for (int64_t i = 0; i < M; i++) {
+                float x = c * (mt[i] - thr);
+                dt[i] = half_slope / (1.f + x * x) * gt[i];
+            }
+        }
+    }
+}
+"""
+
+
+def build_c_kernel() -> tuple[ctypes.CDLL | None, float, str]:
+    """(library, compile seconds, note); library None when no C compiler works."""
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        return None, 0.0, "no C compiler on PATH"
+    d = Path(tempfile.mkdtemp(prefix="spikeloop-lif-"))
+    (d / "lif.c").write_text(C_SOURCE)
+    t0 = time.perf_counter()
+    proc = subprocess.run([cc, "-O3", "-march=native", "-ffp-contract=off", "-shared", "-fPIC", "-o",
+                           str(d / "lif.so"), str(d / "lif.c")], capture_output=True, text=True)
+    seconds = time.perf_counter() - t0
+    if proc.returncode != 0:
+        return None, seconds, f"compile failed: {proc.stderr[-300:]}"
+    lib = ctypes.CDLL(str(d / "lif.so"))
+    f, i64, p = ctypes.c_float, ctypes.c_int64, ctypes.c_void_p
+    lib.lif_fwd.argtypes = [p, p, p, f, f, i64, i64, p, p]
+    lib.lif_bwd.argtypes = [p, p, f, f, f, f, i64, i64, p]
+    return lib, seconds, f"{Path(cc).name} -O3 -march=native -ffp-contract=off"
+
+
+def c_leaky_fn(lib, beta: float, thr: float, slope: float):
+    """An autograd Function around the C kernel (float32, contiguous, scalar beta/threshold)."""
+    c, half = math.pi / 2 * slope, slope / 2
+
+    class CLeaky(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, z):
+            T, M = z.shape[0], z[0].numel()
+            spk, mem = torch.empty_like(z), torch.empty_like(z)
+            u, r = torch.empty(M), torch.empty(M)
+            lib.lif_fwd(z.data_ptr(), spk.data_ptr(), mem.data_ptr(), beta, thr, T, M, u.data_ptr(), r.data_ptr())
+            ctx.save_for_backward(mem)
+            return spk, mem
+
+        @staticmethod
+        def backward(ctx, g_spk, g_mem):
+            (mem,) = ctx.saved_tensors
+            dz = torch.empty_like(mem)
+            lib.lif_bwd(mem.data_ptr(), g_spk.contiguous().data_ptr(), beta, thr, c, half, mem.shape[0],
+                        mem[0].numel(), dz.data_ptr())
+            return dz
+
+    return lambda z: CLeaky.apply(z.contiguous())
+
+
+def run(T: int, B: int, N: int, rounds: int, threads: int, with_compile: bool) -> dict:
+    torch.set_num_threads(threads)
+    gen = torch.Generator().manual_seed(0)
+    z0 = torch.randn(T, B, N, generator=gen) * 0.6
+    g = torch.randn(T, B, N, generator=gen)
+    beta, thr, slope = torch.tensor(0.9), torch.tensor(1.0), 2.0
+    spike = snn_surrogate.atan(slope)
+
+    def per_step(z):
+        mem = torch.zeros_like(z[0])
+        reset = torch.zeros_like(z[0])
+        spk_t, mem_t = [], []
+        for zt in z.unbind(0):
+            mem = beta * mem + zt - reset * thr
+            s = spike(mem - thr)
+            reset = s.detach()
+            spk_t.append(s)
+            mem_t.append(mem)
+        return torch.stack(spk_t), torch.stack(mem_t)
+
+    contenders = {"per_step_autograd": per_step,
+                  "fused_torch_ops": lambda z: leaky_multistep(z, beta, thr, "subtract", Surrogate("atan", slope))}
+    notes, compile_s = {}, {}
+    lib, secs, note = build_c_kernel()
+    compile_s["c_kernel"] = secs
+    if lib is None:
+        notes["c_kernel"] = note
+    else:
+        contenders["c_kernel"] = c_leaky_fn(lib, 0.9, 1.0, slope)
+        notes["c_kernel"] = note
+
+    def step(f):
+        z = z0.clone().requires_grad_()
+        spk, mem = f(z)
+        (spk * g).sum().backward()
+        return spk, mem, z.grad
+
+    if with_compile:
+        def surrogate_free(z):  # torch.compile cannot trace snnTorch's autograd.Function closures
+            mem = torch.zeros_like(z[0])
+            reset = torch.zeros_like(z[0])
+            spk_t, mem_t = [], []
+            for zt in z.unbind(0):
+                mem = beta * mem + zt - reset * thr
+                x = mem - thr
+                hard = (x > 0).to(x.dtype)
+                soft = torch.atan(math.pi / 2 * slope * x) / math.pi  # derivative: snnTorch's atan surrogate
+                s = hard + (soft - soft.detach())
+                reset = s.detach()
+                spk_t.append(s)
+                mem_t.append(mem)
+            return torch.stack(spk_t), torch.stack(mem_t)
+        t0 = time.perf_counter()
+        try:
+            compiled = torch.compile(surrogate_free)
+            step(compiled)
+            contenders["torch_compile"] = compiled
+            notes["torch_compile"] = "per-step loop with a straight-through atan (same surrogate derivative)"
+        except Exception as e:  # noqa: BLE001 - a compile failure is a result, reported
+            notes["torch_compile"] = f"torch.compile failed: {type(e).__name__}: {str(e)[:200]}"
+        compile_s["torch_compile"] = time.perf_counter() - t0
+
+    ref = step(per_step)
+    checks = {}
+    for name, f in contenders.items():
+        spk, mem, dz = step(f)
+        checks[name] = {"spikes_equal": bool(torch.equal(spk, ref[0])), "mem_equal": bool(torch.equal(mem, ref[1])),
+                        "input_grad_max_rel_err": ((dz - ref[2]).abs().max() / ref[2].abs().max()).item()}
+    times = {k: [] for k in contenders}
+    names = list(contenders)
+    for r in tqdm(range(rounds), desc="rounds", file=sys.stderr, disable=not sys.stderr.isatty(), leave=False):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            t0 = time.perf_counter()
+            step(contenders[name])
+            times[name].append(time.perf_counter() - t0)
+    ms = {k: 1e3 * statistics.median(v) for k, v in times.items()}
+    return {"bench": "fused_lif_layer", "shape": [T, B, N], "threads": threads, "rounds": rounds,
+            "forward_backward_ms": ms,
+            "speedup_vs_per_step": {k: ms["per_step_autograd"] / v for k, v in ms.items()},
+            "checks": checks, "compile_seconds": compile_s, "notes": notes, "torch": torch.__version__}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m experiments.bench_fused_lif", description=__doc__.splitlines()[0])
+    add_number(p, "--num-steps", default=25)
+    add_number(p, "--batch-size", default=128)
+    add_number(p, "--hidden", default=256)
+    add_number(p, "--rounds", default=15)
+    add_number(p, "--threads", default=1)
+    p.add_argument("--no-compile", action="store_true", help="skip torch.compile (slow to compile)")
+    add_json_flag(p)
+    a = p.parse_args(argv)
+    res = run(a.num_steps, a.batch_size, a.hidden, a.rounds, a.threads, not a.no_compile)
+    emit(res, a.json, title="one Leaky layer, forward + backward")
+    return 0 if res["checks"]["fused_torch_ops"]["spikes_equal"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,248 @@
+"""Fused multi-step Leaky and Synaptic layers for training: each time loop in one autograd Function.
+
+`leaky_multistep(z, beta, threshold, ...)` and `synaptic_multistep(z, alpha, beta, threshold, ...)`
+compute exactly what stepping snnTorch's `Leaky` / `Synaptic` over time computes
+(docs/neuron_semantics.md, `reset_delay=True`, unit spikes): the forward repeats the same float
+operations in the same order, so spikes, currents and membranes are bit-identical; the backward is
+written by hand. Autograd through the step-by-step path records ~10 nodes per time step and runs
+the surrogate derivative once per step; here the surrogate and the parameter gradients are
+computed once over all T steps and only the membrane (and current) recurrence runs step by step.
+Parameter gradients are summed in float64.
+
+tests/test_fused_lif.py checks forward bits and gradients (within 1e-6 of the gradient's scale in
+float64) against snnTorch's modules and autograd. The ops are plain torch ops, so the same code
+runs on CUDA (no Triton/CUDA kernel yet).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .spec import Surrogate
+
+SURROGATES = ("atan", "fast_sigmoid", "sigmoid", "straight_through", "triangular")
+
+
+def surrogate_grad(name: str, slope: float, x: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    """d spike / dx times `grad`, for spike = H(x), with snnTorch 1.0's surrogate formulas
+    (`snntorch/surrogate.py`, same expressions): x, grad: same shape. `slope` is the spec's
+    `Surrogate.slope` (snnTorch's alpha / slope / threshold argument)."""
+    # in-place chains of the same operations snnTorch applies (a Python scalar over a tensor is
+    # reciprocal then multiply in torch), so no temporaries beyond the result
+    if name == "atan":
+        return (math.pi / 2 * slope * x).pow_(2).add_(1).reciprocal_().mul_(slope / 2).mul_(grad)
+    if name == "fast_sigmoid":
+        return torch.div(grad, (slope * torch.abs(x)).add_(1.0).pow_(2))
+    if name == "sigmoid":
+        e = torch.exp(-slope * x)
+        return grad * slope * e / ((e + 1) ** 2)
+    if name == "straight_through":
+        return grad.clone()
+    if name == "triangular":
+        g = grad * slope
+        return torch.where(x >= 0, -g, g)
+    raise ValueError(f"surrogate must be one of {SURROGATES}, got {name!r}")
+
+
+def _sum_to(grad: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Sum a [T, B, *F] gradient down to a parameter's shape (0-dim or broadcastable to F)."""
+    if like.dim() == 0:
+        return grad.sum().reshape(())
+    return grad.sum_to_size(like.shape)
+
+
+class _LeakyMultistep(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, z, beta, threshold, subtract, sg_name, sg_slope):
+        T = z.shape[0]
+        spk = torch.empty_like(z)
+        mem = torch.empty_like(z)
+        u = torch.zeros_like(z[0])
+        thr = threshold.detach()
+        # R[1] = H(U[0] - theta) with U[0] = 0: zero for every positive threshold
+        r0 = (u - thr > 0).to(z.dtype)
+        r = r0
+        tmp = torch.empty_like(u)
+        for t in range(T):
+            m = mem[t]
+            if subtract:  # U = (beta*U + X) - R*theta, the snnTorch expression's rounding order
+                torch.mul(beta, u, out=m)
+                m.add_(z[t])
+                torch.mul(r, thr, out=tmp)
+                m.sub_(tmp)
+            else:  # U = beta*((1 - R)*U) + X
+                torch.sub(1, r, out=tmp)
+                tmp.mul_(u)
+                torch.mul(beta, tmp, out=m)
+                m.add_(z[t])
+            # H(U - theta) with a strict test: U - theta > 0 exactly when U > theta (IEEE, subnormals kept)
+            torch.gt(m, thr, out=spk[t])
+            u, r = m, spk[t]
+        ctx.save_for_backward(mem, spk, r0, beta, threshold)
+        ctx.cfg = (subtract, sg_name, sg_slope)
+        ctx.set_materialize_grads(False)
+        return spk, mem
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g_spk, g_mem):
+        mem, spk, r0, beta, threshold = ctx.saved_tensors
+        subtract, sg_name, sg_slope = ctx.cfg
+        T = mem.shape[0]
+        need_z, need_beta, need_thr = ctx.needs_input_grad[:3]
+        thr = threshold.detach()
+        ds = None  # surrogate term dL/dS * dS/dU, [T, B, *F]
+        if g_spk is not None:
+            ds = surrogate_grad(sg_name, sg_slope, mem - thr, g_spk)
+        if ds is None and g_mem is None:
+            return None, None, None, None, None, None
+        if g_mem is None:  # ds is a fresh tensor: the recurrence may overwrite it unless needed below
+            dm = ds.clone() if need_thr else ds
+        else:
+            dm = g_mem.clone() if ds is None else ds + g_mem
+        # dL/dU[t] = h[t] + a[t+1] * dL/dU[t+1], a = beta (subtract) or beta*(1 - R[t+1]) (zero);
+        # R[t+1] = S[t]
+        keep = None
+        if subtract:
+            b = beta.detach()
+            for t in range(T - 2, -1, -1):
+                dm[t].addcmul_(dm[t + 1], b)
+        else:
+            keep = 1 - spk[:-1]
+            a = keep * beta.detach()
+            for t in range(T - 2, -1, -1):
+                dm[t].addcmul_(dm[t + 1], a[t])
+        g_beta = g_thr = None
+        if need_beta and T > 1:
+            prev = mem[:-1] if subtract else keep * mem[:-1]  # the term beta multiplies at steps 2..T
+            g_beta = _sum_to((dm[1:] * prev).double(), beta).to(beta.dtype)
+        elif need_beta:
+            g_beta = torch.zeros_like(beta)
+        if need_thr:
+            # summed separately, in float64: the two terms can be large and cancel
+            g_thr = torch.zeros(threshold.shape, dtype=torch.float64, device=threshold.device)
+            if ds is not None:
+                g_thr -= _sum_to(ds.double(), threshold)
+            if subtract:
+                r = torch.cat([r0.expand_as(mem[:1]), spk[:-1]]) if T > 1 else r0.expand_as(mem)
+                g_thr -= _sum_to((dm * r).double(), threshold)
+            g_thr = g_thr.to(threshold.dtype)
+        return (dm if need_z else None), g_beta, g_thr, None, None, None
+
+
+def _check_args(z, reset, surrogate, **params):
+    if reset not in ("subtract", "zero"):
+        raise ValueError(f"reset must be 'subtract' or 'zero' for the fused neurons, got {reset!r}")
+    if surrogate.name not in SURROGATES:
+        raise ValueError(f"surrogate must be one of {SURROGATES}, got {surrogate.name!r}")
+    if z.dim() < 2 or z.shape[0] < 1:
+        raise ValueError(f"z must be [T, B, ...] with T >= 1, got {list(z.shape)}")
+    for name, p in params.items():
+        if p.dtype != z.dtype or p.device != z.device:
+            raise ValueError(f"{name} must have z's dtype and device ({z.dtype}, {z.device}), "
+                             f"got {p.dtype}, {p.device}")
+
+
+def leaky_multistep(z: torch.Tensor, beta: torch.Tensor, threshold: torch.Tensor, reset: str,
+                    surrogate: Surrogate) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run a Leaky layer over all time steps.
+
+    z: [T, B, *F] synaptic input (float32 or float64); beta: the decay already clamped to [0, 1],
+    and threshold: 0-dim or broadcastable to F (per neuron), same dtype and device as z; either may
+    require grad. reset: "subtract" or "zero". surrogate: the spec's surrogate (backward only).
+    returns (spikes [T, B, *F] {0, 1} in z's dtype, membranes U[1..T] [T, B, *F]).
+    """
+    _check_args(z, reset, surrogate, beta=beta, threshold=threshold)
+    return _LeakyMultistep.apply(z.contiguous(), beta, threshold, reset == "subtract", surrogate.name,
+                                 float(surrogate.slope))
+
+
+class _SynapticMultistep(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, z, alpha, beta, threshold, subtract, sg_name, sg_slope):
+        T = z.shape[0]
+        spk, mem, syn = torch.empty_like(z), torch.empty_like(z), torch.empty_like(z)
+        u = torch.zeros_like(z[0])
+        i_prev = u
+        thr = threshold.detach()
+        r0 = (u - thr > 0).to(z.dtype)
+        r = r0
+        v = torch.empty_like(u)
+        tmp = torch.empty_like(u)
+        for t in range(T):
+            i_t, m = syn[t], mem[t]
+            torch.mul(alpha, i_prev, out=i_t)  # I = alpha*I + X
+            i_t.add_(z[t])
+            torch.mul(beta, u, out=v)  # V = beta*U + I
+            v.add_(i_t)
+            if subtract:  # U = V - R*theta
+                torch.mul(r, thr, out=tmp)
+                torch.sub(v, tmp, out=m)
+            else:  # U = V - V*R (snnTorch subtracts the recomputed V times the reset)
+                torch.mul(v, r, out=tmp)
+                torch.sub(v, tmp, out=m)
+            torch.gt(m, thr, out=spk[t])
+            u, r, i_prev = m, spk[t], i_t
+        ctx.save_for_backward(mem, syn, spk, r0, alpha, beta, threshold)
+        ctx.cfg = (subtract, sg_name, sg_slope)
+        ctx.set_materialize_grads(False)
+        return spk, syn, mem
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g_spk, g_syn, g_mem):
+        mem, syn, spk, r0, alpha, beta, threshold = ctx.saved_tensors
+        subtract, sg_name, sg_slope = ctx.cfg
+        T = mem.shape[0]
+        need_z, need_alpha, need_beta, need_thr = ctx.needs_input_grad[:4]
+        thr = threshold.detach()
+        if g_spk is None and g_syn is None and g_mem is None:
+            return (None,) * 7
+        ds = surrogate_grad(sg_name, sg_slope, mem - thr, g_spk) if g_spk is not None else None
+        h = torch.zeros_like(mem) if ds is None else ds.clone()
+        if g_mem is not None:
+            h += g_mem
+        r = torch.cat([r0.expand_as(mem[:1]), spk[:-1]])  # R[t]
+        keep = None if subtract else 1 - r
+        a, b = alpha.detach(), beta.detach()
+        dv = torch.empty_like(mem)  # dL/dV[t]
+        di = torch.zeros_like(mem) if g_syn is None else g_syn.clone()  # becomes dL/dI[t]
+        for t in range(T - 1, -1, -1):
+            dm = h[t] if t == T - 1 else h[t].addcmul_(dv[t + 1], b)  # dL/dU[t]
+            if subtract:
+                dv[t] = dm
+            else:
+                torch.mul(dm, keep[t], out=dv[t])
+            di[t].add_(dv[t])
+            if t < T - 1:
+                di[t].addcmul_(di[t + 1], a)
+        g_alpha = g_beta = g_thr = None
+        if need_alpha:
+            g_alpha = (_sum_to((di[1:] * syn[:-1]).double(), alpha).to(alpha.dtype) if T > 1
+                       else torch.zeros_like(alpha))
+        if need_beta:
+            g_beta = (_sum_to((dv[1:] * mem[:-1]).double(), beta).to(beta.dtype) if T > 1
+                      else torch.zeros_like(beta))
+        if need_thr:
+            g_thr = torch.zeros(threshold.shape, dtype=torch.float64, device=threshold.device)
+            if ds is not None:
+                g_thr -= _sum_to(ds.double(), threshold)
+            if subtract:  # h now holds dL/dU
+                g_thr -= _sum_to((h * r).double(), threshold)
+            g_thr = g_thr.to(threshold.dtype)
+        return (di if need_z else None), g_alpha, g_beta, g_thr, None, None, None
+
+
+def synaptic_multistep(z: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor, threshold: torch.Tensor,
+                       reset: str, surrogate: Surrogate) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Run a Synaptic layer over all time steps (docs/neuron_semantics.md).
+
+    z: [T, B, *F] input; alpha, beta: decays already clamped to [0, 1], threshold: 0-dim or
+    broadcastable to F, same dtype and device as z. returns (spikes, synaptic currents I[1..T],
+    membranes U[1..T]), each [T, B, *F].
+    """
+    _check_args(z, reset, surrogate, alpha=alpha, beta=beta, threshold=threshold)
+    return _SynapticMultistep.apply(z.contiguous(), alpha, beta, threshold, reset == "subtract", surrogate.name,
+                                    float(surrogate.slope))
