@@ -22,6 +22,7 @@ from snn.finite import require_finite
 from snn.model import build_model
 from snn.spec import AvgPool2d, Conv2d, Flatten, Linear, MaxPool2d, ModelSpec, RLeaky, Synaptic
 
+from . import sim_kernel
 from .profiles import Profile, get_profile
 from .program import NAME_BYTES, LayerProgram, Program, ProgramError, bias_representable
 
@@ -91,14 +92,18 @@ def plan_stages(spec: ModelSpec, profile: Profile) -> list[Stage]:
         pending = None
     if pending is not None:
         raise CompileError(f"layer {pending} (linear): no spiking layer after it")
-    roles = profile.layer_roles
-    if roles and len(stages) != len(roles):
+    roles = profile.roles_for(len(stages)) if profile.layer_roles else ()
+    if profile.layer_roles and roles is None:
         raise CompileError(f"{len(stages)} device layers: " + profile.role_violation(0, len(stages), 0, 0, 0))
     for k, (st, role) in enumerate(zip(stages, roles)):
         why = profile.role_violation(k, len(roles), st.fan_in, st.num_neurons, role.max_spikes)
         if why:
             raise CompileError(f"layer {st.neuron} ({spec.layers[st.neuron].type_name}, the {role.role} layer): "
                                + why.split(": ", 1)[1])
+    if roles:  # the chip's shared pool (the shift is chosen by the compiler, so pass a common one)
+        why = profile.pool_violation([st.num_neurons for st in stages], [0] * len(stages))
+        if why:
+            raise CompileError(f"spec layers {[st.neuron for st in stages]}: " + why)
     if len(stages) > profile.max_layers:
         raise CompileError(f"{len(stages)} device layers exceed the profile {profile.name!r} limit "
                            f"max_layers={profile.max_layers}")
@@ -133,11 +138,24 @@ def row_scales(w: np.ndarray) -> np.ndarray:
     base = np.where(nz, 127.0 / np.where(nz, wmax, 1.0), 1.0)
     best_s, best_mse = base.copy(), np.full(w.shape[0], math.inf)
     s_all = (SCALE_CANDIDATES[:, None] * 127.0) / np.where(nz, wmax, 1.0)[None, :]   # [C, N]
-    chunk = max(1, 2_000_000 // max(w.size, 1))  # candidates per vectorised block (bounded memory)
+    # candidates per vectorised block: about 1 MB of float64, so that the block's six elementwise
+    # passes stay in cache (128x784: 5.3 ms against 9.4 ms with 16 MB blocks)
+    chunk = max(1, 131_072 // max(w.size, 1))
+    wt = torch.from_numpy(np.ascontiguousarray(w, dtype=np.float64))
+    fused = sim_kernel.available()
     for lo in range(0, len(s_all), chunk):
         sc = s_all[lo:lo + chunk]
-        q = np.clip(np.round(w[None] * sc[:, :, None]), INT8_MIN, INT8_MAX)
-        for s, mse in zip(sc, np.mean((w[None] - q / sc[:, :, None]) ** 2, axis=2)):
+        # (w - clip(round(w·s))/s)² elementwise (IEEE operations, rounding half to even like
+        # np.round: the same values as NumPy's) in one C pass or in torch, in place; the mean over
+        # each contiguous row in NumPy (its summation order, as before)
+        if fused:
+            err2 = sim_kernel.scale_errors(w, sc)
+        else:
+            sct = torch.from_numpy(sc)[:, :, None]
+            q = torch.mul(wt[None], sct).round_().clamp_(INT8_MIN, INT8_MAX)
+            q = torch.sub(wt[None], q.div_(sct), out=q)
+            err2 = q.mul_(q).numpy()
+        for s, mse in zip(sc, np.mean(err2, axis=2)):
             better = nz & (mse < best_mse - 1e-18)
             best_s, best_mse = np.where(better, s, best_s), np.where(better, mse, best_mse)
     return best_s
@@ -200,7 +218,7 @@ def compile_model(spec: ModelSpec, state_dict: dict, profile: str | Profile, nam
     prof = get_profile(profile)
     if prof.layer_roles and max_spikes != 1:
         raise CompileError(f"profile {prof.name!r} has fixed spike caps ("
-                           + ", ".join(f"{r.role} {r.max_spikes}" for r in prof.layer_roles)
+                           + ", ".join(dict.fromkeys(f"{r.role} {r.max_spikes}" for r in prof.layer_roles))
                            + f"); max_spikes={max_spikes} does not apply")
     # NaN would surface as a misleading int32-range error and Inf as all-zero weights
     require_finite(state_dict, f"cannot compile for profile {prof.name!r}", CompileError)
@@ -209,7 +227,7 @@ def compile_model(spec: ModelSpec, state_dict: dict, profile: str | Profile, nam
     model = build_model(spec, state_dict, dtype=torch.float64)
     nparams = model.neuron_parameters()
     sd = {k: v.detach().to(torch.float64).cpu().numpy() for k, v in model.state_dict().items()}
-    layers, reports = [], []
+    layers, reports, xylo_inputs = [], [], []
     for k, st in enumerate(stages):
         lspec = spec.layers[st.neuron]
         where = f"layer {st.neuron} ({lspec.type_name})"
@@ -227,7 +245,7 @@ def compile_model(spec: ModelSpec, state_dict: dict, profile: str | Profile, nam
             if rec_b is not None:
                 b = b + rec_b
         try:
-            role = prof.layer_roles[k] if prof.layer_roles else None
+            role = prof.roles_for(len(stages))[k] if prof.layer_roles else None
             layer, rep = _compile_stage(prof, lspec, w, b, p, rec_w, where, max_spikes, role)
         except ProgramError as e:
             raise CompileError(str(e)) from None
@@ -236,6 +254,10 @@ def compile_model(spec: ModelSpec, state_dict: dict, profile: str | Profile, nam
                "num_neurons": st.num_neurons} | rep
         layers.append(layer)
         reports.append(rep)
+        if prof.arithmetic == "xylosim":
+            xylo_inputs.append((lspec, w, b, p, row_scales(w), where, role))
+    if prof.arithmetic == "xylosim":
+        _share_xylosim_shift(prof, stages, layers, reports, xylo_inputs)
     prog_name = (name or spec.name)[:NAME_BYTES]
     report = {"compiler_version": COMPILER_VERSION, "profile": prof.name, "layers": reports}
     try:
@@ -323,18 +345,20 @@ def _compile_stage(prof: Profile, lspec, w, b, p, rec_w, where, max_spikes=1, ro
     return layer, rep
 
 
-def _compile_xylosim(prof: Profile, lspec, w, b, p, s, where, role):
+def _compile_xylosim(prof: Profile, lspec, w, b, p, s, where, role, shift: int | None = None):
     """xylo-imu / xylo-audio2 (xylosim's arithmetic, docs/fixed_point.md). The current is
     I[t] = α_e·(I[t−1] + A[t]): xylosim decays the input in the step it arrives, so I = α_e·K·syn for
     the float current syn when A = K·X, and the membrane's units are K_v = α_e·K: the threshold is
     round(θ·K_v) + 1 (V >= θ on the chip, U > θ in the float model). dash_syn >= 1: with 0 the
     current would receive nothing. A Linear bias enters snnTorch's current; the chip adds its bias
     to V, so it is mapped to its steady-state share of V per step, b·K_v/(1 − α_e) (the transient
-    differs, noted in the report)."""
+    differs, noted in the report). shift: force this w_shift (at most the one chosen here; Xylo's
+    shared weight_shift_rec, see `_share_xylosim_shift`)."""
     thr_f, beta, alpha = p["threshold"], p["beta"], p["alpha"]
     s = np.minimum(s, XYLO_THRESHOLD_CAP / thr_f)  # keep θ·K inside int16 with headroom
     w_q, clipped = _quantize_int8(w, s[:, None])
-    shift = _shift_for(prof, w_q, b, thr_f, s)
+    own = _shift_for(prof, w_q, b, thr_f, s)
+    shift = own if shift is None else min(int(shift), own)
     K = s * 2 ** shift
     d_syn = np.maximum(_decay_dash(alpha, prof.decay_max), 1)
     d_mem = _decay_dash(beta, prof.decay_max)
@@ -367,6 +391,31 @@ def _compile_xylosim(prof: Profile, lspec, w, b, p, s, where, role):
                      "delivery; the float model: the same step), so the last step's spikes are not read")
     rep["notes"] = notes
     return layer, rep
+
+
+def _share_xylosim_shift(prof: Profile, stages, layers: list, reports: list, inputs: list) -> None:
+    """Xylo has one weight_shift_rec for all of weights_rec, so the hidden layers after the first
+    (roles with shared_w_shift) take the smallest of the shifts each would get alone (the largest
+    that keeps every block's threshold in range) and are compiled again at it. A layer lowered by
+    d steps keeps its int8 weights; its units K are 2^d smaller, so threshold and bias (and the
+    state) have 2^d times coarser resolution: the report's "shared_w_shift" says so per layer.
+    inputs: per layer the arguments of `_compile_xylosim` after prof."""
+    roles = prof.roles_for(len(stages))
+    shared = [k for k, r in enumerate(roles) if r.shared_w_shift]
+    if not shared:
+        return
+    common = min(int(layers[k].w_shift) for k in shared)
+    for k in shared:
+        own = int(layers[k].w_shift)
+        if own != common:
+            keep = {key: reports[k][key] for key in ("device_layer", "spec_layers", "neuron_type", "reset",
+                                                     "fan_in", "num_neurons")}
+            layers[k], rep = _compile_xylosim(prof, *inputs[k], shift=common)
+            rep["notes"].append(f"weight_shift_rec is shared by hidden layers {shared}: this layer's shift {own} "
+                                f"lowered to {common} (threshold and bias in units 2^{own - common} coarser)")
+            reports[k] = keep | rep
+        reports[k]["shared_w_shift"] = {"w_shift": common, "own_w_shift": own,
+                                        "resolution_loss_factor": 2 ** (own - common)}
 
 
 def _scale_stats(K: np.ndarray) -> dict:
@@ -458,3 +507,82 @@ def compile_checkpoint(path, profile: str | Profile) -> Program:
     from snn.checkpoint import load_checkpoint
     ckpt = load_checkpoint(path)
     return compile_model(ckpt.spec, ckpt.state_dict, profile)
+
+
+class Recompiler:
+    """`compile_model(spec, state_dict, profile)` again and again for one spec and profile, as
+    in-the-loop training does once per batch: the same Program (every layer field, the report,
+    the name), without the per-call work that only depends on the spec and on the neuron
+    parameters (planning the stages, building the float64 model for β/θ). The neuron parameters
+    are rebuilt whenever a non-synapse entry of the state dict (β, θ, ...) changes; weights and
+    biases are read straight from the state dict as float64, exactly as the model would hold them.
+    Profiles of fixed shape (`layer_roles`, xylosim) are compiled by `compile_model` itself.
+
+        rc = Recompiler(spec, "mcu")
+        prog = rc(model.state_dict())      # == compile_model(spec, model.state_dict(), "mcu")"""
+
+    def __init__(self, spec: ModelSpec, profile: str | Profile, name: str | None = None):
+        self.spec, self.prof, self.name = spec, get_profile(profile), name
+        require_spike_input(spec, f"profile {self.prof.name!r}")
+        self.stages = plan_stages(spec, self.prof)
+        synapse_keys = set()
+        for st in self.stages:
+            if st.linear is not None:
+                synapse_keys |= {f"layers.{st.linear}.weight", f"layers.{st.linear}.bias"}
+            synapse_keys |= {f"layers.{st.neuron}.recurrent.weight", f"layers.{st.neuron}.recurrent.bias"}
+        self._synapse_keys = frozenset(synapse_keys)
+        self._neuron_key = None
+        self._nparams = None
+
+    def _neuron_params(self, state_dict: dict) -> dict:
+        rest = {k: v for k, v in state_dict.items() if k not in self._synapse_keys}
+        key = tuple((k, v.dtype, tuple(v.shape), v.detach().cpu().numpy().tobytes()) if isinstance(v, torch.Tensor)
+                    else (k, repr(v)) for k, v in sorted(rest.items()))
+        if key != self._neuron_key:
+            model = build_model(self.spec, state_dict, dtype=torch.float64)
+            self._nparams = {i: {n: v.numpy() for n, v in p.items()} for i, p in model.neuron_parameters().items()}
+            self._neuron_key = key
+        return self._nparams
+
+    def __call__(self, state_dict: dict, max_spikes: int = 1) -> Program:
+        prof, spec = self.prof, self.spec
+        if prof.layer_roles:  # chips of fixed shape (xylosim) share state across layers: the full path
+            return compile_model(spec, state_dict, prof, self.name, max_spikes)
+        arrays = {k: state_dict[k].detach().to(torch.float64).cpu().numpy()
+                  for k in self._synapse_keys if k in state_dict}
+        if not all(np.isfinite(a).all() for a in arrays.values()):
+            require_finite(state_dict, f"cannot compile for profile {prof.name!r}", CompileError)
+        nparams = self._neuron_params(state_dict)
+        layers, reports = [], []
+        for k, st in enumerate(self.stages):
+            lspec = spec.layers[st.neuron]
+            where = f"layer {st.neuron} ({lspec.type_name})"
+            if st.linear is None:
+                w, b = np.eye(st.num_neurons), np.zeros(st.num_neurons)
+            else:
+                w = arrays[f"layers.{st.linear}.weight"]
+                b = arrays.get(f"layers.{st.linear}.bias", np.zeros(st.num_neurons))
+            rec_w = None
+            if isinstance(lspec, RLeaky) and lspec.all_to_all:
+                rec_w = arrays[f"layers.{st.neuron}.recurrent.weight"]
+                rec_b = arrays.get(f"layers.{st.neuron}.recurrent.bias")
+                if rec_b is not None:
+                    b = b + rec_b
+            try:
+                layer, rep = _compile_stage(prof, lspec, w, b, nparams[st.neuron], rec_w, where, max_spikes, None)
+            except ProgramError as e:
+                raise CompileError(str(e)) from None
+            reports.append({"device_layer": k, "spec_layers": [i for i in (st.linear, st.neuron) if i is not None],
+                            "neuron_type": layer.neuron_type, "reset": layer.reset, "fan_in": st.fan_in,
+                            "num_neurons": st.num_neurons} | rep)
+            layers.append(layer)
+        prog_name = (self.name or spec.name)[:NAME_BYTES]
+        report = {"compiler_version": COMPILER_VERSION, "profile": prof.name, "layers": reports}
+        try:
+            prog = Program(profile=prof.name, layers=tuple(layers), num_steps=spec.num_steps,
+                           dt_ns=max(1, round(spec.dt_s * 1e9)), name=prog_name.encode("ascii", "replace").decode(),
+                           report=report)
+        except ProgramError as e:
+            raise CompileError(str(e)) from None
+        report["program_bytes"] = prog.size_bytes()
+        return prog

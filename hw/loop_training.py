@@ -8,6 +8,9 @@ device's recorded spikes (straight-through: forward values from the device, surr
 from the host model). `host_forward` is that host pass; with no device spikes it is the plain
 float forward (used for noise-aware training with `FloatMismatch`, a random float chip per batch).
 `calibrate` is the no-retraining alternative: per-neuron gains estimated from probed firing rates.
+Per batch the program comes from `hw.compiler.Recompiler` (compile_model's program, cheaper) and
+each host layer fed with device spikes is one `_DeviceLayer` node (the step-by-step loop's values
+and gradients, bit for bit).
 
 Every function takes explicit generators/seeds. Shapes are time first: spikes [T, B, N].
 """
@@ -27,7 +30,8 @@ from snn.model import SpikingNetwork, build_model
 from snn.spec import Leaky, ModelSpec
 from snn.training import EVAL_SEED, LOSSES, loss_normalizer, predict
 
-from .compiler import Stage, compile_model, plan_stages
+from . import sim_kernel
+from .compiler import Recompiler, Stage, compile_model, plan_stages
 from .deploy import device_inputs, run_dataset
 from .device import Device, DeviceError
 from .profiles import get_profile
@@ -76,16 +80,66 @@ def stages_for(spec: ModelSpec, profile: str) -> list[Stage]:
     return stages
 
 
+class _DeviceLayer(torch.autograd.Function):
+    """One Leaky layer of the host pass fed with the device's spikes, its whole time loop in one
+    autograd node: the forward returns the device's spikes, the backward the gradient autograd
+    gives the step-by-step loop of `host_forward` (the same float operations in the same order,
+    so the same bits): with the reset fixed to the device's spikes, the membrane
+    mem_t = β·mem_{t−1} + z_t − r_{t−1}·θ (subtract; zero: β·((1 − r_{t−1})·mem_{t−1}) + z_t) is
+    computed without a graph, the surrogate's derivative is taken once on all steps, and
+    grad_mem_t = grad_x_t + β·grad_mem_{t+1} (·(1 − r_t) for zero) runs backwards in time.
+    Only for β and θ that take no gradient (the step-by-step loop is used otherwise)."""
+
+    use_kernel = True  # the loops in C (hw.sim_kernel.host_leaky_*, the same float32 operations) where built
+
+    @staticmethod
+    def forward(ctx, z, dev, beta, thr, subtract, spike_grad):
+        T, B, n = z.shape
+        ctx.kernel = _DeviceLayer.use_kernel and sim_kernel.host_leaky_ok(z, beta, thr)
+        if ctx.kernel:
+            mems = sim_kernel.host_leaky_mem(z, dev, beta, thr, subtract)
+        else:
+            mem = torch.zeros(B, n, dtype=z.dtype)
+            reset = torch.zeros(B, n, dtype=z.dtype)
+            mems = torch.empty_like(z)
+            for t in range(T):
+                mem = beta * mem + z[t] - reset * thr if subtract else beta * ((1 - reset) * mem) + z[t]
+                mems[t] = mem
+                reset = dev[t]
+        ctx.save_for_backward(mems, dev, beta, thr)
+        ctx.subtract, ctx.spike_grad = subtract, spike_grad
+        return dev.clone()
+
+    @staticmethod
+    def backward(ctx, g):
+        mems, dev, beta, thr = ctx.saved_tensors
+        with torch.enable_grad():
+            xs = (mems - thr).requires_grad_(True)
+            (gx,) = torch.autograd.grad(ctx.spike_grad(xs).to(mems.dtype), xs, g)
+        if ctx.kernel:
+            return sim_kernel.host_leaky_grad(gx, dev, beta, ctx.subtract), None, None, None, None, None
+        gz = torch.empty_like(gx)
+        carry = None
+        for t in range(gx.shape[0] - 1, -1, -1):
+            gm = gx[t] if carry is None else gx[t] + carry
+            gz[t] = gm
+            if t:
+                carry = gm * beta if ctx.subtract else (gm * beta) * (1 - dev[t - 1])
+        return gz, None, None, None, None, None
+
+
 def host_forward(model: SpikingNetwork, stages: list[Stage], x: torch.Tensor,
                  device_spikes: dict[int, torch.Tensor] | None = None, mismatch: FloatMismatch | None = None,
-                 generator: torch.Generator | None = None) -> list[torch.Tensor]:
+                 generator: torch.Generator | None = None, fused: bool = True) -> list[torch.Tensor]:
     """The float model layer by layer over device layers (`stages`). x: [T, B, N_in] float input
     spikes. Returns every device layer's spikes [T, B, N_k] (float, differentiable).
 
     device_spikes {k: [T, B, N_k]}: the device's recorded spikes. Then layer k's input is layer
     k−1's output with the device's values and the host's gradient (straight-through), its reset
     signal is the device's previous-step spike, and the returned spikes carry the device's values.
-    mismatch + generator: a random float chip for this call (noise-aware training)."""
+    mismatch + generator: a random float chip for this call (noise-aware training).
+    fused: with device spikes, run each layer's time loop as one `_DeviceLayer` node (the same
+    values and gradients, bit for bit; False: step by step, the reference)."""
     T, B = x.shape[:2]
     h, outs = x, []
     for k, st in enumerate(stages):
@@ -110,6 +164,11 @@ def host_forward(model: SpikingNetwork, stages: list[Stage], x: torch.Tensor,
                 noise_std = mismatch.sigma_noise * neuron.threshold.detach()
         dev = device_spikes[k].to(z.dtype) if device_spikes is not None else None
         subtract = neuron.reset_mechanism_val == 0
+        if fused and dev is not None and mismatch is None and not beta.requires_grad \
+                and not thr.requires_grad:
+            h = _DeviceLayer.apply(z, dev, beta, thr, bool(subtract), neuron.spike_grad)
+            outs.append(h)
+            continue
         mem = torch.zeros(B, n, dtype=z.dtype)
         reset = torch.zeros(B, n, dtype=z.dtype)
         spk_t = []
@@ -195,6 +254,7 @@ class InTheLoopTrainer:
         self.train_x, self.train_y, self.test_x, self.test_y = train_x, train_y, test_x, test_y
         self.profile = device.info().profile if device is not None else "mcu"
         self.stages = stages_for(spec, self.profile)
+        self.recompile = Recompiler(spec, self.profile)  # compile_model's programs, per batch cheaper
         self.mismatch = mismatch
         torch.manual_seed(config.seed)
         self.model = build_model(spec, init_state)
@@ -234,7 +294,7 @@ class InTheLoopTrainer:
                 rec = None
                 if self.device is not None:
                     tc = time.perf_counter()
-                    prog = compile_model(spec, model.state_dict(), self.profile)
+                    prog = self.recompile(model.state_dict())
                     td = time.perf_counter()
                     self.device.load(prog)
                     res = self.device.run(spk_in, probe=True)

@@ -186,9 +186,22 @@ def pattern_q15(chip: int, tag: int, layer: int, n: int) -> torch.Tensor:
     return draw_q15(key_prefix(chip, tag, layer, torch.arange(n, dtype=torch.int64)))
 
 
+@functools.lru_cache(maxsize=256)
+def noise_prefix(chip: int, layer: int, n: int) -> torch.Tensor:
+    """key_prefix(chip, TAG_NOISE, layer, i) for neurons 0..n−1 (cached like `pattern_q15`; do not
+    modify the result)."""
+    return key_prefix(chip, TAG_NOISE, layer, torch.arange(n, dtype=torch.int64))
+
+
+@functools.lru_cache(maxsize=256)
+def _scaled_pattern(chip: int, tag: int, sigma_q: int, k: int, n: int) -> torch.Tensor:
+    """scaled_q16(σ_q, pattern_q15(...)): σ·z in Q16 of each neuron (cached; do not modify)."""
+    return scaled_q16(sigma_q, pattern_q15(chip, tag, k, n))
+
+
 def _deviate(chip: ChipModel, tag: int, sigma_q: int, k: int, v: torch.Tensor) -> torch.Tensor:
     """v + round(v · σ · z), z drawn for (chip, tag, layer k, neuron i, sample 0, step 0)."""
-    return v + mul_q16(v, scaled_q16(sigma_q, pattern_q15(chip.chip, tag, k, v.shape[0])))
+    return v + mul_q16(v, _scaled_pattern(chip.chip, tag, sigma_q, k, v.shape[0]))
 
 
 def mismatched_layer(layer: LayerProgram, k: int, chip: ChipModel) -> tuple[LayerProgram, NonidealLayer]:
@@ -208,14 +221,13 @@ def mismatched_layer(layer: LayerProgram, k: int, chip: ChipModel) -> tuple[Laye
         d_syn = as_t(layer.decay_syn)
         eff_syn = _deviate(chip, TAG_DECAY_SYN, sq_l, k, d_syn).clamp(0, 4096) if sq_l else d_syn
     n = thr.shape[0]
-    idx = torch.arange(n, dtype=torch.int64)
     gain = None
     if sq_g:
-        gain = (Q16 + scaled_q16(sq_g, pattern_q15(chip.chip, TAG_GAIN, k, n))).clamp(min=0)
+        gain = (Q16 + _scaled_pattern(chip.chip, TAG_GAIN, sq_g, k, n)).clamp(min=0)
     amp = prefix = None
     if sq_n:
         amp = (thr * sq_n + (1 << 15)) >> 16
-        prefix = key_prefix(chip.chip, TAG_NOISE, k, idx)
+        prefix = noise_prefix(chip.chip, k, n)
     fields = {f: getattr(layer, f) for f in ("neuron_type", "reset", "w_shift", "weights", "bias",
                                              "rec_weights", "rec_shift", "rec_gain", "max_spikes")}
     eff = LayerProgram(threshold=eff_thr.numpy(), decay_mem=eff_mem.numpy(),

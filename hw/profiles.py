@@ -25,6 +25,9 @@ class LayerRole:
     max_fan_in: int | None = None    # None: whatever the previous layer has
     input_delay_steps: int = 0
     note: str | None = None          # why the limits are what they are (added to refusals)
+    max_count: int = 1               # > 1: 0..max_count consecutive layers take this role (at most one such role)
+    pool_neurons: int | None = None  # layers of roles with a pool share its neurons (Xylo's hidden pool)
+    shared_w_shift: bool = False     # all layers of this role have one w_shift (Xylo's one weight_shift_rec)
 
     def __post_init__(self):
         for name in ("max_neurons", "max_spikes"):
@@ -37,9 +40,21 @@ class LayerRole:
         if not isinstance(self.input_delay_steps, int) or self.input_delay_steps not in (0, 1):
             raise ValueError(f"layer role {self.role!r}: input_delay_steps must be 0 or 1, "
                              f"got {self.input_delay_steps!r}")
+        if not isinstance(self.max_count, int) or isinstance(self.max_count, bool) or self.max_count < 1:
+            raise ValueError(f"layer role {self.role!r}: max_count must be a positive integer, got {self.max_count!r}")
+        if self.pool_neurons is not None and (not isinstance(self.pool_neurons, int) or self.pool_neurons < 1):
+            raise ValueError(f"layer role {self.role!r}: pool_neurons must be a positive integer or None, "
+                             f"got {self.pool_neurons!r}")
+
+    @property
+    def repeated(self) -> bool:
+        """Taken by 0..max_count consecutive layers (Xylo's hidden layers after the first)."""
+        return self.max_count > 1
 
     def to_dict(self) -> dict:
-        return {k: getattr(self, k) for k in self.__dataclass_fields__ if getattr(self, k) is not None}
+        defaults = {"max_count": 1, "shared_w_shift": False}
+        return {k: getattr(self, k) for k in self.__dataclass_fields__
+                if getattr(self, k) is not None and not (k in defaults and getattr(self, k) == defaults[k])}
 
 
 @dataclass(frozen=True)
@@ -48,8 +63,9 @@ class Profile:
 
     Ranges of program values follow from the bit widths: `threshold_max`, `bias_min/bias_max`,
     `decay_max` and `max_w_shift` are what `Program` validation checks against. A chip of fixed
-    shape (xylo-imu, xylo-audio2) lists one `LayerRole` per layer, which programs must match
-    (`role_violation`, rule 7.4 of docs/program_format.md). Several profiles may share one
+    shape (xylo-imu, xylo-audio2) lists the `LayerRole`s its layers take in order (one of them may
+    repeat: `roles_for`), which programs must match, with the shared pool and shift of
+    `pool_violation` (`role_violation`, rule 7.4 of docs/program_format.md). Several profiles may share one
     `arithmetic` (the xylosim chips do)."""
 
     name: str
@@ -74,7 +90,7 @@ class Profile:
     max_bias_exp: int | None = None         # ... times 2**exp, exp in [0, max_bias_exp]
     arithmetic: str = ""                    # the hw.fixed_point.ARITHMETIC entry; "" = the name
     deprecated_names: tuple[str, ...] = ()  # old names that still load this profile
-    layer_roles: tuple[LayerRole, ...] = ()  # fixed-shape chips: one role per layer (see LayerRole)
+    layer_roles: tuple[LayerRole, ...] = ()  # fixed-shape chips: the layers' roles in order (see LayerRole)
     unsupported_reasons: dict = field(default_factory=dict)  # neuron family -> why it cannot run
     alias_of: str | None = None             # set on the object get_profile returns for a deprecated name
     version: int = PROFILE_FORMAT_VERSION
@@ -90,9 +106,11 @@ class Profile:
         object.__setattr__(self, "arithmetic", self.arithmetic or self.name)
         object.__setattr__(self, "layer_roles", tuple(r if isinstance(r, LayerRole) else LayerRole(**r)
                                                       for r in self.layer_roles))
-        if self.layer_roles and len(self.layer_roles) != self.max_layers:
-            raise ValueError(f"profile {self.name!r}: max_layers must equal the number of layer_roles "
-                             f"({len(self.layer_roles)}), got {self.max_layers}")
+        if sum(r.repeated for r in self.layer_roles) > 1:
+            raise ValueError(f"profile {self.name!r}: at most one layer role may have max_count > 1")
+        if self.layer_roles and sum(r.max_count for r in self.layer_roles) != self.max_layers:
+            raise ValueError(f"profile {self.name!r}: max_layers must equal the layers the layer_roles hold "
+                             f"({sum(r.max_count for r in self.layer_roles)}), got {self.max_layers}")
         for name in ("profile_id", "max_layers", "max_neurons_per_layer", "max_fan_in",
                      "max_program_bytes", "weight_bits", "state_bits", "max_spikes_per_step"):
             v = getattr(self, name)
@@ -139,21 +157,53 @@ class Profile:
         (`layer_roles`), or None (also None for profiles without roles)."""
         if not self.layer_roles:
             return None
-        names = ", ".join(r.role for r in self.layer_roles)
-        if num_layers != len(self.layer_roles):
-            return (f"profile {self.name!r} runs exactly {len(self.layer_roles)} layers ({names}), got "
-                    f"{num_layers}; deeper feed-forward chains (mapped into the hidden pool as a block-structured "
-                    f"recurrent matrix) are not implemented yet")
-        r = self.layer_roles[index]
+        roles = self.roles_for(num_layers)
+        if roles is None:
+            names = ", ".join(r.role + (f" (0..{r.max_count} layers)" if r.repeated else "") for r in self.layer_roles)
+            fixed = sum(not r.repeated for r in self.layer_roles)
+            many = fixed != self.max_layers
+            return (f"profile {self.name!r} runs " + (f"{fixed} to {self.max_layers}" if many else f"exactly {fixed}")
+                    + f" layers ({names}), got {num_layers}")
+        r = roles[index]
         if r.max_fan_in is not None and fan_in > r.max_fan_in:
-            return (f"layer {index} ({r.role}): fan-in {fan_in} exceeds the {r.max_fan_in} input channels of "
-                    f"profile {self.name!r}")
+            what = "input channels" if index == 0 else f"{roles[index - 1].role} neurons it can read"
+            return (f"layer {index} ({r.role}): fan-in {fan_in} exceeds the {r.max_fan_in} {what} on "
+                    f"profile {self.name!r}" + (f" ({r.note})" if r.note and index else ""))
         if num_neurons > r.max_neurons:
             return (f"layer {index} ({r.role}): {num_neurons} neurons exceed the profile {self.name!r} limit of "
                     f"{r.max_neurons} {r.role} neurons" + (f" ({r.note})" if r.note else ""))
         if max_spikes != r.max_spikes:
             return (f"layer {index} ({r.role}): max_spikes must be {r.max_spikes} on profile {self.name!r} "
                     f"(the chip's fixed spike cap), got {max_spikes}")
+        return None
+
+    def roles_for(self, num_layers: int) -> tuple[LayerRole, ...] | None:
+        """The role of each layer of a `num_layers`-layer program (the repeated role, if any, takes
+        the layers the fixed roles leave), or None if no assignment fits (or no roles)."""
+        fixed = sum(not r.repeated for r in self.layer_roles)
+        extra = num_layers - fixed
+        if not self.layer_roles or extra < 0 or extra > sum(r.max_count for r in self.layer_roles if r.repeated):
+            return None
+        return tuple(x for r in self.layer_roles for x in ([r] * extra if r.repeated else [r]))
+
+    def pool_violation(self, num_neurons: list[int], w_shifts: list[int]) -> str | None:
+        """Why a program with these layer sizes and shifts does not fit the chip's shared resources:
+        layers of roles with `pool_neurons` share that many neurons; layers of a `shared_w_shift`
+        role must have one w_shift. None if it fits (or the number of layers has no roles)."""
+        roles = self.roles_for(len(num_neurons)) if self.layer_roles else None
+        if roles is None:
+            return None
+        pooled = [k for k, r in enumerate(roles) if r.pool_neurons is not None]
+        if pooled:
+            cap = min(roles[k].pool_neurons for k in pooled)
+            total = sum(num_neurons[k] for k in pooled)
+            if total > cap:
+                return (f"layers {pooled} ({' + '.join(str(num_neurons[k]) for k in pooled)} = {total} neurons) "
+                        f"exceed the {cap}-neuron hidden pool of profile {self.name!r}")
+        shared = [k for k, r in enumerate(roles) if r.shared_w_shift]
+        if len({w_shifts[k] for k in shared}) > 1:
+            return (f"layers {shared} ({roles[shared[0]].role}) must share one w_shift on profile {self.name!r} "
+                    f"(the chip's one weight shift for the recurrent matrix), got {[w_shifts[k] for k in shared]}")
         return None
 
     def capacities(self) -> dict:

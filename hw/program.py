@@ -272,6 +272,9 @@ class Program:
             why = profile.role_violation(i, len(self.layers), layer.fan_in, layer.num_neurons, int(layer.max_spikes))
             if why:
                 raise ProgramError(why, "7.4")
+        why = profile.pool_violation([l.num_neurons for l in self.layers], [int(l.w_shift) for l in self.layers])
+        if why:
+            raise ProgramError(why, "7.4")
         for name, hi, rule in (("num_steps", 0xFFFF, "8.2"), ("dt_ns", 0xFFFFFFFF, "8.3")):
             v = getattr(self, name)
             if not isinstance(v, (int, np.integer)) or not 1 <= v <= hi:

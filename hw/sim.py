@@ -4,6 +4,8 @@ Bit-exact to docs/fixed_point.md (tests compare it with a NumPy reference step b
 samples, on CUDA when asked (`sim:cuda`). Layers run one after another over all T·B samples at once
 (each layer at step t depends only on the previous layer at step t and on its own state, as in the
 float model), so each layer is one exact GEMM plus a loop over time of elementwise integer updates.
+On CPU the `mcu` profile runs that loop in C, after an exact int8 GEMM (`hw.sim_kernel`; the same
+integers bit for bit; `fused=False` or SPIKELOOP_SIM_KERNEL=0 keeps the torch step loop).
 URIs: `sim` (CPU) and `sim:cuda`, both taking `profile=` (default mcu). The xylosim profiles
 (xylo-imu, xylo-audio2) run with `hw.fixed_point.xylosim_layer` and the chip's hidden → readout delay.
 A non-ideal `mcu` chip (`hw.nonideal`, docs/fixed_point.md "Non-ideal chips") is asked for with
@@ -16,6 +18,7 @@ import torch
 
 from . import fixed_point as fxp
 from . import nonideal as ni
+from . import sim_kernel
 from .device import Device, DeviceError, DeviceInfo, DeviceURI, RunResult, as_program, check_input_spikes
 from .device import register_backend
 from .profiles import get_profile
@@ -28,8 +31,13 @@ class SimulatedDevice(Device):
     """A software device for `profile` on `device` ("cpu" or "cuda")."""
 
     def __init__(self, profile: str = "mcu", device: str | torch.device = "cpu",
-                 chip: ni.ChipModel | None = None):
+                 chip: ni.ChipModel | None = None, fused: bool | None = None):
+        """fused: run `mcu` layers on CPU with the C time loop (`hw.sim_kernel`, bit-identical);
+        None: whenever it is available, False: always the torch step loop (the reference)."""
         self.profile = get_profile(profile)
+        self.fused = sim_kernel.available() if fused is None else bool(fused)
+        if self.fused and not sim_kernel.available():
+            raise DeviceError("fused=True needs the sim C kernel, which could not be built here (no C compiler?)")
         if chip is not None and not isinstance(chip, ni.ChipModel):
             raise TypeError(f"chip must be a hw.nonideal.ChipModel, got {type(chip).__name__}")
         if chip is not None and not chip.ideal and self.profile.arithmetic != "mcu":
@@ -42,6 +50,7 @@ class SimulatedDevice(Device):
             raise DeviceError("sim:cuda needs a CUDA GPU, and none is available here (use 'sim')")
         self.program: Program | None = None
         self._params: list[fxp.LayerParams] = []
+        self._w_i8: list[torch.Tensor] | None = None
         self._open = False
 
     @property
@@ -79,6 +88,9 @@ class SimulatedDevice(Device):
             self._nonideal = [ni.NonidealLayer(*(None if t is None else t.to(self.device) for t in p[1]))
                               for p in pairs]
         self._params = [fxp.layer_params(l, self.device) for l in layers]
+        self._w_i8 = None  # W^T as int8 [M, N] per layer, for the exact int8 GEMM of `_run_kernel`
+        if self._use_kernel() and sim_kernel.int8_gemm_exact():
+            self._w_i8 = [p.weights_t.to(torch.int8).contiguous() for p in self._params]
         self.program = prog
 
     def reset(self) -> None:
@@ -95,6 +107,8 @@ class SimulatedDevice(Device):
         T, B = x.shape[:2]
         if self.profile.arithmetic == "xylosim":
             return self._run_xylosim(x, probe)
+        if self._use_kernel():
+            return self._run_kernel(x, probe)
         h = x.reshape(T * B, -1).to(torch.float32)  # spikes/counts as exact small floats for the GEMM
         max_count = 1
         drive_fn, step_fn = fxp.arithmetic(self.profile.name)
@@ -103,25 +117,12 @@ class SimulatedDevice(Device):
         self._samples += B
         for k, p in enumerate(self._params):
             nl = self._nonideal[k] if self.chip is not None else None
-            noise = ni.noise_q(nl, samples, T) if nl is not None else None
             n = p.threshold.shape[0]
             # one GEMM for all steps; conversion and drive per step keep the large tensors few
             a = fxp.exact_dot_float(h, p.weights_t_shifted, max_count).reshape(T, B, n)
             in_count = fxp.count_exact(h)
-            state = fxp.init_state(B, n, self.device, counts=self.profile.max_spikes_per_step > 1)
-            out = torch.empty(T, B, n, dtype=torch.float32, device=self.device)
-            mem = torch.empty(T, B, n, dtype=torch.int32, device=self.device) if probe else None
-            if nl is not None and nl.gain_q16 is not None:
-                a = ni.apply_gain(a.to(torch.int64), nl)  # all steps at once (int64, exact)
-            for t in range(T):
-                s, state = step_fn(drive_fn(a[t].to(torch.int64), p), state, p)
-                if noise is not None:  # membrane noise before the spike test
-                    u = ni.add_noise(state.u, noise[t])
-                    s = u > p.threshold
-                    state = fxp.NeuronState(u, state.i, s)
-                out[t] = s
-                if probe:
-                    mem[t] = state.u
+            noise = ni.noise_q(nl, samples, T) if nl is not None else None
+            out, mem = self._time_loop(a, p, nl, noise, probe, step_fn, drive_fn)
             synops = in_count * n
             if p.neuron_type.startswith("rleaky"):  # recurrent events: the layer's spikes of steps 1..T-1
                 prev = int(out[:-1].sum(dtype=torch.float64))
@@ -137,17 +138,68 @@ class SimulatedDevice(Device):
         return RunResult(h.reshape(T, B, -1).to(torch.uint8).cpu(), counters,
                          membranes if probe else None, layer_spikes if probe else None)
 
+    def _use_kernel(self) -> bool:
+        return self.fused and self.profile.arithmetic == "mcu" and self.device.type == "cpu"
+
+    def _run_kernel(self, x: torch.Tensor, probe: bool) -> RunResult:
+        """mcu on CPU: every layer in one `sim_kernel.mcu_layer` call (synaptic input and the time
+        loop; the same integers as the torch path below, bit for bit)."""
+        T, B = x.shape[:2]
+        sample0, self._samples = self._samples, self._samples + B
+        counters, membranes, layer_spikes = {}, {}, {}
+        s = x.reshape(T * B, -1)  # uint8 {0, 1}
+        in_count = sim_kernel.count_u8(s)
+        for k, p in enumerate(self._params):
+            nl = self._nonideal[k] if self.chip is not None else None
+            n = p.threshold.shape[0]
+            if self._w_i8 is not None:  # W·s in int32, exact (sim_kernel.int8_gemm_exact)
+                a = sim_kernel.int8_gemm(s.view(torch.int8), self._w_i8[k])
+            else:  # A = (W·s) << w_shift in float, exact (fxp.exact_dot_float)
+                a = fxp.exact_dot_float(s.to(torch.float32), p.weights_t_shifted, 1)
+            out, mem, prev, total = sim_kernel.mcu_layer(a.reshape(T, B, n), p, nl, sample0, probe)
+            synops = in_count * n
+            if p.neuron_type.startswith("rleaky"):  # recurrent events: the layer's spikes of steps 1..T-1
+                synops += prev * n if p.neuron_type == "rleaky_dense" else prev
+            counters[k] = {"spikes": total, "synops": synops}
+            if probe:
+                membranes[k], layer_spikes[k] = mem, out
+            s, in_count = out.reshape(T * B, n), total
+        return RunResult(out, counters, membranes if probe else None, layer_spikes if probe else None)
+
+    def _time_loop(self, a, p, nl, noise, probe, step_fn, drive_fn):
+        """One layer step by step in torch (CUDA, loihi, xylo-like, or fused=False): a [T, B, N]
+        synaptic input -> (spikes [T, B, N] float32, U [T, B, N] int32 when probe)."""
+        T, B, n = a.shape
+        state = fxp.init_state(B, n, self.device, counts=self.profile.max_spikes_per_step > 1)
+        out = torch.empty(T, B, n, dtype=torch.float32, device=self.device)
+        mem = torch.empty(T, B, n, dtype=torch.int32, device=self.device) if probe else None
+        if nl is not None and nl.gain_q16 is not None:
+            a = ni.apply_gain(a.to(torch.int64), nl)  # all steps at once (int64, exact)
+        for t in range(T):
+            s, state = step_fn(drive_fn(a[t].to(torch.int64), p), state, p)
+            if noise is not None:  # membrane noise before the spike test
+                u = ni.add_noise(state.u, noise[t])
+                s = u > p.threshold
+                state = fxp.NeuronState(u, state.i, s)
+            out[t] = s
+            if probe:
+                mem[t] = state.u
+        return out, mem
+
     def _run_xylosim(self, x: torch.Tensor, probe: bool) -> RunResult:
         """xylo-imu / xylo-audio2: each layer with `fxp.xylosim_layer`; a layer whose role has
-        input_delay_steps = 1 (the readout) reads the previous layer's spikes of the step before
-        (xylosim delivers hidden spikes to the readout one step later: at step 0 it gets none)."""
+        input_delay_steps = 1 (hidden layers 2.. and the readout) reads the previous layer's spikes
+        of the step before (xylosim delivers the hidden pool's spikes, through weights_rec and
+        weights_out, one step later: at step 0 none). Feed-forward blocks of weights_rec give each
+        neuron events from one layer only, in source order, so one layer at a time is exact."""
         T, B = x.shape[:2]
         h = x.to(torch.float32)
         max_count = 1
         counters, membranes, layer_spikes = {}, {}, {}
+        roles = self.profile.roles_for(len(self._params))
         for k, p in enumerate(self._params):
             n = p.threshold.shape[0]
-            if self.profile.layer_roles[k].input_delay_steps:
+            if roles[k].input_delay_steps:
                 h = torch.cat([torch.zeros_like(h[:1]), h[:-1]])
             out, mem, _ = fxp.xylosim_layer(h, p, max_count, probe=probe)
             counters[k] = {"spikes": fxp.count_exact(out.reshape(T * B, n)),
@@ -164,13 +216,15 @@ def _sim_factory(uri: DeviceURI, profile: str = "mcu", **kwargs) -> SimulatedDev
     if target not in ("cpu", "cuda") and not target.startswith("cuda:"):
         raise ValueError(f"sim target must be cpu or cuda (e.g. 'sim:cuda'), got {target!r}")
     chip = kwargs.pop("chip", None)
+    fused = kwargs.pop("fused", None)
     if kwargs:
         raise TypeError(f"sim device got unexpected options {sorted(kwargs)}")
     params = dict(uri.params)
     from_uri = ni.ChipModel.from_uri_params(params, f"sim URI {uri.raw!r}")
     if from_uri is not None and chip is not None:
         raise ValueError(f"sim URI {uri.raw!r} names a chip and chip= was given too; use one")
-    return SimulatedDevice(profile=params.get("profile", profile), device=target, chip=from_uri or chip)
+    return SimulatedDevice(profile=params.get("profile", profile), device=target, chip=from_uri or chip,
+                           fused=fused)
 
 
 register_backend("sim", _sim_factory)

@@ -376,8 +376,8 @@ def test_corrupt_dataset_file_names_it(tmp_path: Path) -> None:
 
 
 def test_unknown_dataset_lists_known_names() -> None:
-    assert available_datasets() == ("digits", "fashion-mnist", "mnist")
-    with pytest.raises(ValueError, match="digits, fashion-mnist, mnist"):
+    assert available_datasets() == ("digits", "digits4x4", "fashion-mnist", "mnist")
+    with pytest.raises(ValueError, match="digits, digits4x4, fashion-mnist, mnist"):
         load_dataset("cifar10")
 
 

@@ -161,7 +161,7 @@ def test_deprecated_xylo_name_runs_xylo_like_programs():
 
 
 def test_xylosim_profiles_refuse_what_the_chip_cannot_hold():
-    """Rule 7.4 (docs/program_format.md): exactly a hidden and a readout layer, the hidden layer's
+    """Rule 7.4 (docs/program_format.md): 1 to 7 hidden layers and a readout, the first hidden layer's
     fan-in at most the 16 input channels, the chip's neuron counts and its fixed spike caps."""
     def layer(n, m, cap, **kw):
         return LayerProgram("synaptic", "subtract", 0, np.ones((n, m), int), np.zeros(n, int), np.full(n, 5),
@@ -169,9 +169,9 @@ def test_xylosim_profiles_refuse_what_the_chip_cannot_hold():
 
     ok = Program("xylo-imu", (layer(128, 16, 31), layer(16, 128, 1)))
     assert Program.from_bytes(ok.to_bytes()).to_bytes() == ok.to_bytes() and ok.to_bytes()[6] == 4
-    bad = {"runs exactly 2 layers \\(hidden, readout\\), got 1": (layer(4, 16, 31),),
-           "3 layers exceed the profile 'xylo-imu' limit max_layers=2": (layer(4, 16, 31), layer(4, 4, 31),
-                                                                            layer(2, 4, 1)),
+    bad = {"runs 2 to 8 layers \\(hidden, hidden \\(0..6 layers\\), readout\\), got 1": (layer(4, 16, 31),),
+           "9 layers exceed the profile 'xylo-imu' limit max_layers=8": (layer(4, 16, 31),) + (layer(4, 4, 31),) * 7
+                                                                          + (layer(2, 4, 1),),
            "fan-in 17 exceeds the 16 input channels": (layer(4, 17, 31), layer(2, 4, 1)),
            "129 neurons exceed the profile 'xylo-imu' limit|max_neurons_per_layer=128":
                (layer(129, 16, 31), layer(2, 129, 1)),

@@ -55,7 +55,8 @@ def register(sub) -> None:
 
 
 def add_dataset_args(p) -> None:
-    p.add_argument("--dataset", default="digits", help="digits (embedded), fashion-mnist or mnist")
+    p.add_argument("--dataset", default="digits", help="digits (embedded), digits4x4 (the digits pooled to 4x4: "
+                   "16 inputs, for the Xylo chips), fashion-mnist or mnist")
     p.add_argument("--data-dir", default=None, help="folder with IDX files (fashion-mnist, mnist)")
     p.add_argument("--download", action="store_true", help="mnist: download with torchvision if missing")
     add_number(p, "--max-train", default=None, help="use at most N training samples (stratified)")

@@ -161,10 +161,10 @@ class XylosimDevice(_VendorDevice):
         x = check_input_spikes(spikes, prog.num_inputs).cpu().numpy()
         res = run_on_xylosim(prog, x)
         spk = res["layer_spikes"]
-        hidden = spk[0]
-        # the readout receives the hidden spikes of the step before (none at step 0)
-        delayed = np.concatenate([np.zeros_like(hidden[:1]), hidden[:-1]])
-        return _result(spk, {0: x, 1: delayed}, res["membranes"], probe)
+        # hidden layers 2.. and the readout receive the previous layer's spikes of the step before
+        inputs = {0: x} | {k: np.concatenate([np.zeros_like(spk[k - 1][:1]), spk[k - 1][:-1]])
+                           for k in range(1, len(spk))}
+        return _result(spk, inputs, res["membranes"], probe)
 
 
 def _lava_factory(uri: DeviceURI, profile: str = "loihi", **kwargs) -> LavaDevice:

@@ -12,8 +12,11 @@ whose registry packages are stubs that install from a foreign index). How the pr
 (`xylo_specification`, `XyloSimNetwork`): docs/vendor_checks.md, "Driving xylosim"; the arithmetic
 both run: docs/fixed_point.md, profiles xylo-imu and xylo-audio2.
 
-No time alignment is needed: the `sim` device reproduces the chip's timing itself (the readout
-reads the hidden spikes of the step before), so step t of xylosim is step t of `sim`.
+A program of several hidden layers is one hidden pool: layer 1 on the first neurons (weights_in),
+layer j+1 after layer j, fed through the block weights_rec[layer j, layer j+1], the last hidden
+layer feeding weights_out (rockpool's mapper places them the same way). No time alignment is
+needed: the `sim` device reproduces the chip's timing itself (hidden layer j+1 and the readout read
+the spikes of the step before), so step t of xylosim is step t of `sim`.
 """
 
 from __future__ import annotations
@@ -50,10 +53,13 @@ def xylosim_version() -> str:
 @dataclass(frozen=True)
 class XyloSpec:
     """A program as the chip's configuration, in rockpool's `from_specification` names (pre-synaptic
-    index first): weights_in [16, H], weights_rec [H, H] (zero), weights_out [H, O] int8; per hidden
-    neuron dash_mem, dash_syn, dash_syn_2 (xylo-audio2's unused second synapse; None on xylo-imu),
-    threshold, bias [H]; per readout neuron dash_mem_out, dash_syn_out, threshold_out, bias_out [O];
-    one weight shift per matrix. Input channels beyond the program's fan-in have no synapses."""
+    index first): weights_in [16, H], weights_rec [H, H] (block-structured: layer j's rows feed layer
+    j+1's columns; zero for one hidden layer), weights_out [H, O] int8, H the pool's neurons in use;
+    per hidden neuron dash_mem, dash_syn, dash_syn_2 (xylo-audio2's unused second synapse; None on
+    xylo-imu), threshold, bias [H]; per readout neuron dash_mem_out, dash_syn_out, threshold_out,
+    bias_out [O]; one weight shift per matrix. Input channels beyond the program's fan-in have no
+    synapses. hidden_layers: the sizes of the hidden layers in pool order (not a rockpool argument;
+    default: one layer of H)."""
 
     profile: str
     weights_in: np.ndarray
@@ -71,27 +77,40 @@ class XyloSpec:
     weight_shift_in: int
     weight_shift_rec: int
     weight_shift_out: int
+    hidden_layers: tuple[int, ...] | None = None
+
+    def __post_init__(self):
+        H = len(self.threshold)
+        try:
+            layers = tuple(int(n) for n in (self.hidden_layers or (H,)))
+        except (TypeError, ValueError):
+            layers = ()
+        if not layers or any(n < 1 for n in layers) or sum(layers) != H:
+            raise ValueError(f"xylo specification: hidden_layers {list(layers)} must be positive sizes summing to "
+                             f"the {H} hidden neurons")
+        object.__setattr__(self, "hidden_layers", layers)
 
     def to_dict(self) -> dict:
-        """Plain lists and ints (JSON-ready; aliases empty, as the program has none)."""
+        """Plain lists and ints (JSON-ready; aliases empty, as the program has none); the rockpool
+        arguments only (hidden_layers is not one)."""
         out = {"profile": self.profile, "aliases": [[] for _ in range(len(self.threshold))]}
         for k in self.__dataclass_fields__:
             v = getattr(self, k)
-            if k != "profile":
+            if k not in ("profile", "hidden_layers"):
                 out[k] = v.tolist() if isinstance(v, np.ndarray) else v
         return out
 
     @classmethod
     def from_dict(cls, d: dict) -> "XyloSpec":
         """The inverse of `to_dict` (shapes and integer ranges checked; ValueError naming the field)."""
-        missing = [k for k in cls.__dataclass_fields__ if k not in d]
+        missing = [k for k in cls.__dataclass_fields__ if k not in d and k != "hidden_layers"]
         if missing:
             raise ValueError(f"xylo specification lacks {missing}")
         if d.get("aliases") and any(d["aliases"]):
             raise ValueError("xylo specification: aliases are not supported (spikeloop writes none)")
-        kw = {"profile": str(d["profile"])}
+        kw = {"profile": str(d["profile"]), "hidden_layers": d.get("hidden_layers")}
         for k in cls.__dataclass_fields__:
-            if k == "profile":
+            if k in ("profile", "hidden_layers"):
                 continue
             v = d[k]
             if k.startswith("weight_shift"):
@@ -127,6 +146,7 @@ SPEC_FORMAT = "spikeloop-xylo-spec 1"
 def write_xylo_spec(program: Program | bytes, path) -> "Path":
     """Write a xylo-imu / xylo-audio2 program as JSON (atomically): {"format": SPEC_FORMAT,
     "profile", "chip", "xylosim": the version it was checked against, "program_crc32",
+    "hidden_layers": the hidden layers' sizes in pool order,
     "specification": the keyword arguments of rockpool's `XyloSim.from_specification` /
     `config_from_specification` (weights_in [16, H], weights_rec [H, H], weights_out [H, O] int8;
     dash_mem, dash_syn, dash_syn_2 (null on xylo-imu), threshold, bias [H]; dash_mem_out,
@@ -143,8 +163,8 @@ def write_xylo_spec(program: Program | bytes, path) -> "Path":
     profile = d.pop("profile")
     doc = {"format": SPEC_FORMAT, "profile": profile, "chip": get_profile(profile).extra["chip"],
            "xylosim": XYLOSIM_VERSION, "program_crc32": f"0x{prog.checksum:08x}",
-           "timing": "the readout reads the hidden spikes of the step before (as xylosim); no alignment",
-           "specification": d}
+           "timing": "hidden layers 2.. and the readout read the spikes of the step before (as xylosim); "
+                     "no alignment", "hidden_layers": list(spec.hidden_layers), "specification": d}
     return write_text_atomic(Path(path), json.dumps(doc) + "\n")
 
 
@@ -162,32 +182,46 @@ def read_xylo_spec(path) -> XyloSpec:
         raise ValueError(f"{path}: format {got!r}, expected {SPEC_FORMAT!r} (spikeloop export --format xylo)")
     if doc.get("profile") not in XYLOSIM_PROFILES:
         raise ValueError(f"{path}: profile {doc.get('profile')!r} is not one of {XYLOSIM_PROFILES}")
-    return XyloSpec.from_dict(dict(doc["specification"], profile=doc["profile"]))
+    return XyloSpec.from_dict(dict(doc["specification"], profile=doc["profile"],
+                                   hidden_layers=doc.get("hidden_layers")))
 
 
 def xylo_specification(program: Program | bytes) -> XyloSpec:
     """The xylosim configuration of a xylo-imu / xylo-audio2 program (ValueError for other profiles).
-    Layer 0 is the hidden pool (its weights become weights_in, transposed), layer 1 the readout
-    (weights_out); there are no recurrent weights."""
+    Layers 0..k-1 are the hidden pool in order (pool offsets o_j): layer 0's weights become
+    weights_in[:, o_0 block] (transposed), layer j's (j >= 1) the block weights_rec[o_{j-1} block,
+    o_j block] (pre-synaptic rows), all with the one shared weight_shift_rec; layer k, the readout,
+    reads the last hidden layer: weights_out[o_{k-1} block]."""
     prog = as_program(program)
     if get_profile(prog.profile).arithmetic != "xylosim":
         raise ValueError(f"xylosim runs the profiles {XYLOSIM_PROFILES}; this program is for {prog.profile!r}")
     prof = get_profile(prog.profile)
-    hidden, readout = prog.layers  # Program validation guarantees the two roles
+    hidden, readout = prog.layers[:-1], prog.layers[-1]  # Program validation guarantees the roles
+    sizes = [l.num_neurons for l in hidden]
+    off = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
+    H = int(off[-1])
     n_ch = prof.extra["chip"]["input_channels"]
-    w_in = np.zeros((n_ch, hidden.num_neurons), dtype=np.int8)
-    w_in[:hidden.fan_in] = hidden.weights.T
+    w_in = np.zeros((n_ch, H), dtype=np.int8)
+    w_in[:hidden[0].fan_in, off[0]:off[1]] = hidden[0].weights.T
+    w_rec = np.zeros((H, H), dtype=np.int8)
+    for j in range(1, len(hidden)):
+        w_rec[off[j - 1]:off[j], off[j]:off[j + 1]] = hidden[j].weights.T
+    w_out = np.zeros((H, readout.num_neurons), dtype=np.int8)
+    w_out[off[-2]:off[-1]] = readout.weights.T
+    shifts = {int(l.w_shift) for l in hidden[1:]}
+    if len(shifts) > 1:  # Program validation refuses this already (rule 7.4)
+        raise ValueError(f"hidden layers 1.. must share one w_shift (weight_shift_rec), got {sorted(shifts)}")
     two = prof.extra["chip"]["synapses_per_hidden_neuron"] == 2
+    cat = lambda name: np.concatenate([getattr(l, name).astype(np.int64) for l in hidden])  # noqa: E731
     return XyloSpec(
-        profile=prof.name, weights_in=w_in,
-        weights_rec=np.zeros((hidden.num_neurons, hidden.num_neurons), dtype=np.int8),
-        weights_out=np.ascontiguousarray(readout.weights.T),
-        dash_mem=hidden.decay_mem.astype(np.int64), dash_syn=hidden.decay_syn.astype(np.int64),
-        dash_syn_2=np.ones(hidden.num_neurons, dtype=np.int64) if two else None,
-        threshold=hidden.threshold.astype(np.int64), bias=hidden.bias.astype(np.int64),
+        profile=prof.name, weights_in=w_in, weights_rec=w_rec, weights_out=w_out,
+        dash_mem=cat("decay_mem"), dash_syn=cat("decay_syn"),
+        dash_syn_2=np.ones(H, dtype=np.int64) if two else None,
+        threshold=cat("threshold"), bias=cat("bias"),
         dash_mem_out=readout.decay_mem.astype(np.int64), dash_syn_out=readout.decay_syn.astype(np.int64),
         threshold_out=readout.threshold.astype(np.int64), bias_out=readout.bias.astype(np.int64),
-        weight_shift_in=int(hidden.w_shift), weight_shift_rec=0, weight_shift_out=int(readout.w_shift))
+        weight_shift_in=int(hidden[0].w_shift), weight_shift_rec=shifts.pop() if shifts else 0,
+        weight_shift_out=int(readout.w_shift), hidden_layers=tuple(sizes))
 
 
 def _synapses(XyloSynapse, w: np.ndarray, synapse_id: int = 0) -> list:
@@ -248,9 +282,9 @@ def run_on_xylosim(program: Program | bytes, spikes) -> dict:
 
     spikes: [T, B, N_in] {0, 1} (torch or numpy), zero-padded to the chip's 16 channels. Returns numpy
     arrays: output_spikes [T, B, N_out]; layer_spikes, membranes (Vmem) and currents (Isyn) as
-    {0: hidden, 1: readout} -> [T, B, N] int64; currents2: the hidden neurons' second synapse
-    [T, B, H] (xylo-audio2; None on xylo-imu); spec: the `XyloSpec`; meta: xylosim version,
-    module, samples, seconds."""
+    {0..k-1: the hidden layers (the pool split by layer), k: readout} -> [T, B, N] int64;
+    currents2: the hidden pool's second synapse [T, B, H] (xylo-audio2; None on xylo-imu); spec:
+    the `XyloSpec`; meta: xylosim version, module, samples, seconds."""
     prog = as_program(program)
     res = run_xylosim_spec(xylo_specification(prog), _spikes_np(spikes, prog.num_inputs))
     res["meta"]["profile"] = prog.profile
@@ -272,13 +306,20 @@ def run_xylosim_spec(spec: XyloSpec, spikes) -> dict:
     runs = [net.run(padded[:, b]) for b in range(B)]
     wall_s = time.perf_counter() - t0
     stack = lambda key: np.stack([r[key] for r in runs], axis=1)  # noqa: E731  [T, B, N]
-    res = {"layer_spikes": {0: stack("hidden_spikes"), 1: stack("readout_spikes")},
-           "membranes": {0: stack("hidden_vmem"), 1: stack("readout_vmem")},
-           "currents": {0: stack("hidden_isyn"), 1: stack("readout_isyn")},
+    off = np.concatenate([[0], np.cumsum(spec.hidden_layers)]).astype(int)
+    k = len(spec.hidden_layers)
+
+    def per_layer(hidden_key: str, readout_key: str) -> dict:
+        pool = stack(hidden_key)
+        return {j: pool[:, :, off[j]:off[j + 1]] for j in range(k)} | {k: stack(readout_key)}
+
+    res = {"layer_spikes": per_layer("hidden_spikes", "readout_spikes"),
+           "membranes": per_layer("hidden_vmem", "readout_vmem"),
+           "currents": per_layer("hidden_isyn", "readout_isyn"),
            "currents2": stack("hidden_isyn2") if spec.dash_syn_2 is not None else None, "spec": spec,
            "meta": {"xylosim": xylosim_version(), "module": "xylosim.v2.XyloLayer", "profile": spec.profile,
                     "samples": B, "steps": T, "seconds": round(wall_s, 3)}}
-    res["output_spikes"] = res["layer_spikes"][1]
+    res["output_spikes"] = res["layer_spikes"][k]
     return res
 
 
@@ -318,7 +359,7 @@ class LayerDiff:
 
 @dataclass
 class XyloComparison:
-    """`compare_with_sim`'s report: one `LayerDiff` per layer (hidden, readout)."""
+    """`compare_with_sim`'s report: one `LayerDiff` per layer (the hidden layers, the readout)."""
 
     layers: list[LayerDiff] = field(default_factory=list)
     meta: dict = field(default_factory=dict)
@@ -362,7 +403,7 @@ def sim_traces(program: Program | bytes, spikes) -> dict:
         run = dev.run(x, probe=True)
     out = {"layer_spikes": {k: v.numpy() for k, v in run.layer_spikes.items()},
            "membranes": {k: v.numpy() for k, v in run.membranes.items()}, "currents": {}}
-    roles = get_profile(prog.profile).layer_roles
+    roles = get_profile(prog.profile).roles_for(len(prog.layers))
     h, max_count = x.to(torch.float32), 1
     for k, layer in enumerate(prog.layers):
         p = fxp.layer_params(layer, "cpu")
@@ -399,10 +440,10 @@ def _diff(layer: int, role: str, sim: dict, xs: dict) -> LayerDiff:
 def compare_with_sim(program: Program | bytes, spikes, xylosim_result: dict, sim: dict | None = None
                      ) -> XyloComparison:
     """Compare xylosim's recordings with the `sim` device's, per layer and step (spikes, Vmem, Isyn);
-    xylo-audio2's unused second synapse must stay 0 on xylosim (counted under the hidden isyn)."""
+    xylo-audio2's unused second synapse must stay 0 on xylosim (counted under hidden layer 0)."""
     prog = as_program(program)
     sim = sim if sim is not None else sim_traces(prog, spikes)
-    roles = get_profile(prog.profile).layer_roles
+    roles = get_profile(prog.profile).roles_for(len(prog.layers))
     rep = XyloComparison([_diff(k, roles[k].role, sim, xylosim_result) for k in range(len(prog.layers))],
                          dict(xylosim_result.get("meta", {})))
     i2 = xylosim_result.get("currents2")

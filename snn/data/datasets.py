@@ -6,6 +6,8 @@ Every dataset arrives as a `DatasetSplits`: images `[N, C, H, W]` float32 in [0,
 * ``digits``: scikit-learn's bundled 8x8 digits (1797 images, no files needed). Pixel values
   0..16 are divided by 16. Train/test is a fixed stratified split,
   ``train_test_split(test_size=0.2, stratify=y, random_state=0)``: 1437 train, 360 test.
+* ``digits4x4``: the same images and split, each pooled to 4x4 (the mean of every 2x2 block): 16
+  inputs, what Xylo's 16 input channels take (profiles xylo-imu, xylo-audio2).
 * ``fashion-mnist``: IDX files, by default from ``/usr/share/datasets/fashion-mnist`` (Debian
   package ``dataset-fashion-mnist``), or from ``data_dir``.
 * ``mnist``: IDX files from ``data_dir``; with ``download=True`` and torchvision installed,
@@ -176,6 +178,14 @@ def _load_digits(spec: DatasetSpec, data_dir: Path | None, download: bool) -> Ar
     )
 
 
+def _load_digits_4x4(spec: DatasetSpec, data_dir: Path | None, download: bool) -> Arrays:
+    """`digits` with every 8x8 image pooled to 4x4: the mean of each 2x2 block."""
+    full = dataclasses.replace(spec, input_shape=(1, 8, 8))
+    train_x, train_y, test_x, test_y = _load_digits(full, data_dir, download)
+    pool = torch.nn.functional.avg_pool2d
+    return pool(train_x, 2), train_y, pool(test_x, 2), test_y
+
+
 def _find_idx_files(search_dirs: Sequence[Path]) -> dict[str, Path | None]:
     found: dict[str, Path | None] = {}
     for field, stem in IDX_FILE_STEMS.items():
@@ -284,6 +294,13 @@ _DATASETS: dict[str, DatasetSpec] = _registry(
         load=_load_digits,
     ),
     DatasetSpec(
+        name="digits4x4",
+        num_classes=10,
+        input_shape=(1, 4, 4),
+        description="the digits pooled to 4x4 (mean of each 2x2 block; 16 inputs, Xylo's), the same split",
+        load=_load_digits_4x4,
+    ),
+    DatasetSpec(
         name="mnist",
         num_classes=10,
         input_shape=(1, 28, 28),
@@ -320,7 +337,7 @@ def load_dataset(
     """Load a registered dataset by name.
 
     Args:
-        name: one of `available_datasets()`: "digits", "fashion-mnist", "mnist".
+        name: one of `available_datasets()`: "digits", "digits4x4", "fashion-mnist", "mnist".
         data_dir: directory holding the IDX files (ignored by "digits"); for
             "fashion-mnist" defaults to /usr/share/datasets/fashion-mnist, "mnist" has
             no default.
