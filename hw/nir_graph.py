@@ -665,7 +665,7 @@ def _import_neuron(node, dt, where, tensors, i, leak):
         tau_syn, tau_mem = np.asarray(node.tau_syn, float), np.asarray(node.tau_mem, float)
         alpha, beta = _decay(tau_syn, dt, "alpha", where), _decay(tau_mem, dt, "beta", where)
         gain = (np.asarray(node.w_in, float) * dt / tau_syn) * (np.asarray(node.r, float) * dt / tau_mem)
-        thr = np.asarray(node.v_threshold, float) / gain
+        thr = _threshold(node, gain, where)
         vals = [_scalar_or_list(alpha), _scalar_or_list(beta), _scalar_or_list(thr)]
         return Synaptic(alpha=vals[0], beta=vals[1], threshold=vals[2], reset=reset,
                         per_neuron=any(isinstance(v, tuple) for v in vals))
@@ -703,5 +703,14 @@ def _lif_params(node, dt, where, leak: dict):
             if not (np.all(np.isfinite(v_leak)) and np.all(r != 0)):
                 raise NIRError(f"{where}: v_leak must be finite and r nonzero")
             leak["bias"] = np.broadcast_to(v_leak / r, beta.shape)
-    thr = np.asarray(node.v_threshold, float) / gain
-    return _scalar_or_list(beta), _scalar_or_list(thr)
+    return _scalar_or_list(beta), _scalar_or_list(_threshold(node, gain, where))
+
+
+def _threshold(node, gain: np.ndarray, where: str) -> np.ndarray:
+    """v_threshold in units of the input (the input gain r·dt/τ, and w_in·dt/τ_syn, folded in);
+    NIRError for a gain that is not a positive finite number (r = 0 or w_in = 0: no input at all)."""
+    gain = np.asarray(gain, dtype=np.float64)
+    if not np.all(np.isfinite(gain) & (gain > 0)):
+        raise NIRError(f"{where}: the input gain (r·dt/tau, times w_in·dt/tau_syn for CubaLIF) must be a "
+                       "positive finite number; r or w_in is 0, negative or not finite")
+    return np.asarray(node.v_threshold, float) / gain

@@ -594,3 +594,17 @@ def test_cli_deploys_a_norse_graph_with_nir_producer(tmp_path, capsys):
     assert res["test_samples"] == 20 and res["profile"] == "mcu" and 0 <= res["device_accuracy"] <= 1
     assert main(["deploy", "ck.safetensors", "--nir-producer", "norse"]) == 2
     assert "--nir-producer apply to a NIR graph (.nir) only" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("r", [0.0, -2.0, np.inf])
+def test_import_refuses_a_lif_without_a_positive_input_gain(r):
+    g = nir.NIRGraph(nodes={"in": nir.Input(input_type={"input": np.array([2])}),
+                            "fc": nir.Linear(weight=np.ones((1, 2))),
+                            "lif": nir.LIF(tau=np.array([0.01]), r=np.array([r]), v_leak=np.array([0.0]),
+                                           v_threshold=np.array([1.0])),
+                            "out": nir.Output(output_type={"output": np.array([1])})},
+                     edges=[("in", "fc"), ("fc", "lif"), ("lif", "out")])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # refused, not a divide-by-zero warning on the way
+        with pytest.raises(NIRError, match=r"NIR node 'lif' \(LIF\): the input gain .* must be a positive finite"):
+            import_nir(g, dt_s=1e-3)
