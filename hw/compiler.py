@@ -231,33 +231,46 @@ def compile_model(spec: ModelSpec, state_dict: dict, profile: str | Profile, nam
     for k, st in enumerate(stages):
         lspec = spec.layers[st.neuron]
         where = f"layer {st.neuron} ({lspec.type_name})"
-        if st.linear is None:
-            w = np.eye(st.num_neurons)
-            b = np.zeros(st.num_neurons)
-        else:
-            w = sd[f"layers.{st.linear}.weight"]
-            b = sd.get(f"layers.{st.linear}.bias", np.zeros(st.num_neurons))
+        w, b, rec_w = _stage_synapses(st, lspec, sd)
         p = {n: v.numpy() for n, v in nparams[st.neuron].items()}
-        rec_w = rec_b = None
-        if isinstance(lspec, RLeaky) and lspec.all_to_all:
-            rec_w = sd[f"layers.{st.neuron}.recurrent.weight"]
-            rec_b = sd.get(f"layers.{st.neuron}.recurrent.bias")
-            if rec_b is not None:
-                b = b + rec_b
         try:
             role = prof.roles_for(len(stages))[k] if prof.layer_roles else None
             layer, rep = _compile_stage(prof, lspec, w, b, p, rec_w, where, max_spikes, role)
         except ProgramError as e:
             raise CompileError(str(e)) from None
-        rep = {"device_layer": k, "spec_layers": [i for i in (st.linear, st.neuron) if i is not None],
-               "neuron_type": layer.neuron_type, "reset": layer.reset, "fan_in": st.fan_in,
-               "num_neurons": st.num_neurons} | rep
         layers.append(layer)
-        reports.append(rep)
+        reports.append(_stage_report(k, st, layer, rep))
         if prof.arithmetic == "xylosim":
             xylo_inputs.append((lspec, w, b, p, row_scales(w), where, role))
     if prof.arithmetic == "xylosim":
         _share_xylosim_shift(prof, stages, layers, reports, xylo_inputs)
+    return _assemble_program(prof, spec, name, layers, reports)
+
+
+def _stage_synapses(st, lspec, arrays: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(w [N, fan_in], b [N], rec_w [N, N] or None) of one stage from float64 arrays by state-dict
+    key: identity and zero bias for a stage with no linear layer; a dense recurrent bias added to b."""
+    if st.linear is None:
+        w, b = np.eye(st.num_neurons), np.zeros(st.num_neurons)
+    else:
+        w = arrays[f"layers.{st.linear}.weight"]
+        b = arrays.get(f"layers.{st.linear}.bias", np.zeros(st.num_neurons))
+    rec_w = None
+    if isinstance(lspec, RLeaky) and lspec.all_to_all:
+        rec_w = arrays[f"layers.{st.neuron}.recurrent.weight"]
+        rec_b = arrays.get(f"layers.{st.neuron}.recurrent.bias")
+        if rec_b is not None:
+            b = b + rec_b
+    return w, b, rec_w
+
+
+def _stage_report(k: int, st, layer, rep: dict) -> dict:
+    return {"device_layer": k, "spec_layers": [i for i in (st.linear, st.neuron) if i is not None],
+            "neuron_type": layer.neuron_type, "reset": layer.reset, "fan_in": st.fan_in,
+            "num_neurons": st.num_neurons} | rep
+
+
+def _assemble_program(prof: Profile, spec: ModelSpec, name: str | None, layers: list, reports: list) -> Program:
     prog_name = (name or spec.name)[:NAME_BYTES]
     report = {"compiler_version": COMPILER_VERSION, "profile": prof.name, "layers": reports}
     try:
@@ -557,32 +570,11 @@ class Recompiler:
         for k, st in enumerate(self.stages):
             lspec = spec.layers[st.neuron]
             where = f"layer {st.neuron} ({lspec.type_name})"
-            if st.linear is None:
-                w, b = np.eye(st.num_neurons), np.zeros(st.num_neurons)
-            else:
-                w = arrays[f"layers.{st.linear}.weight"]
-                b = arrays.get(f"layers.{st.linear}.bias", np.zeros(st.num_neurons))
-            rec_w = None
-            if isinstance(lspec, RLeaky) and lspec.all_to_all:
-                rec_w = arrays[f"layers.{st.neuron}.recurrent.weight"]
-                rec_b = arrays.get(f"layers.{st.neuron}.recurrent.bias")
-                if rec_b is not None:
-                    b = b + rec_b
+            w, b, rec_w = _stage_synapses(st, lspec, arrays)
             try:
                 layer, rep = _compile_stage(prof, lspec, w, b, nparams[st.neuron], rec_w, where, max_spikes, None)
             except ProgramError as e:
                 raise CompileError(str(e)) from None
-            reports.append({"device_layer": k, "spec_layers": [i for i in (st.linear, st.neuron) if i is not None],
-                            "neuron_type": layer.neuron_type, "reset": layer.reset, "fan_in": st.fan_in,
-                            "num_neurons": st.num_neurons} | rep)
+            reports.append(_stage_report(k, st, layer, rep))
             layers.append(layer)
-        prog_name = (self.name or spec.name)[:NAME_BYTES]
-        report = {"compiler_version": COMPILER_VERSION, "profile": prof.name, "layers": reports}
-        try:
-            prog = Program(profile=prof.name, layers=tuple(layers), num_steps=spec.num_steps,
-                           dt_ns=max(1, round(spec.dt_s * 1e9)), name=prog_name.encode("ascii", "replace").decode(),
-                           report=report)
-        except ProgramError as e:
-            raise CompileError(str(e)) from None
-        report["program_bytes"] = prog.size_bytes()
-        return prog
+        return _assemble_program(prof, spec, self.name, layers, reports)
