@@ -32,7 +32,7 @@ from snn.training import EVAL_SEED, LOSSES, loss_normalizer, predict
 
 from . import sim_kernel
 from .compiler import Recompiler, Stage, compile_model, plan_stages
-from .deploy import device_inputs, run_dataset
+from .deploy import run_dataset
 from .device import Device, DeviceError
 from .profiles import get_profile
 
