@@ -26,7 +26,7 @@ from hw.serial.messages import (ENC_BITMAP, RUN_BEGIN, RUN_COUNTERS, RUN_REC_MEM
                                 BoardErrorInfo, BoardInfo, decode_record, parse_output, parse_record,
                                 read_payload, record_step_bytes, run_payload)
 from snn.checkpoint import load_checkpoint
-from test_emulator import NEURONS, _load_chunks, random_program, random_spikes
+from test_emulator import NEURONS, _load_chunks, emulator, random_program, random_spikes  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.skipif(shutil.which("make") is None or shutil.which("cc") is None,
                                 reason="the emulator builds the firmware with make and a C compiler")
@@ -48,12 +48,6 @@ def assert_probe_equal(got, ref, mem_layers):
     for k in mem_layers:
         assert got.membranes[k].dtype == torch.int32
         assert torch.equal(got.membranes[k], ref.membranes[k]), f"membranes of layer {k}"
-
-
-@pytest.fixture(scope="module")
-def emulator():
-    with open_device("emulator") as dev:
-        yield dev
 
 
 # ---- recording through the emulated board, against sim --------------------------------------------
