@@ -49,7 +49,11 @@ def bernoulli(x: Any, num_steps: int, gain: float = 1.0, offset: float = 0.0,
         # generator and returns u < p; drawing u with torch.rand and comparing against the
         # broadcast p gives the same bits (tests/test_encoders.py checks it against torch.bernoulli
         # and snnTorch) at a fifth of the cost, without materialising p over time, and as bool.
+        # The comparison is written into u's own memory where the dtypes agree: one pass over the
+        # [T, ...] spikes instead of three (bool, then a copy to x's dtype); the same bits.
         u = torch.rand((num_steps, *p.shape), generator=gen, dtype=p.dtype)
+        if u.dtype == x.dtype:
+            return torch.lt(u, p, out=u)
         return (u < p).to(x.dtype)
     spikes = torch.bernoulli(_repeat_time(p, num_steps), generator=gen)
     return spikes.to(x.dtype)

@@ -7,7 +7,6 @@ import inspect
 import torch
 
 import encoders
-from encoders import _checks
 
 from .spec import ModelSpec
 
@@ -24,31 +23,9 @@ def require_spike_input(spec: ModelSpec, consumer: str) -> None:
                          f"encoder ({', '.join(sorted(set(encoders.ENCODERS) - encoders.ANALOG_ENCODERS))})")
 
 
-def _rate_cpu(x, num_steps: int, gain, offset, generator) -> torch.Tensor | None:
-    """`encoders.bernoulli` on the CPU for float32/float64 x, bit for bit (the same checks, the
-    same uniforms u from the generator, the same u < p), with the comparison written into u's own
-    memory as float: one pass over the [T, B, ...] spikes instead of three (bool, then a copy to
-    float). tests/test_training.py checks it against `encoders.encode`. None: not applicable."""
-    if not (isinstance(x, torch.Tensor) and x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)):
-        return None
-    x = _checks.intensities(x)
-    num_steps = _checks.num_steps_arg(num_steps)
-    gain, offset = _checks.real(gain, "gain"), _checks.real(offset, "offset")
-    gen = _checks.generator_for(generator, x.device)
-    _checks.check_range(x.double() * gain + offset, "p = gain * x + offset", 0.0, 1.0,
-                        hint=f" (gain={gain}, offset={offset})")
-    p = (x * gain + offset).clamp_(0.0, 1.0)
-    u = torch.rand((num_steps, *p.shape), generator=gen, dtype=p.dtype)
-    return torch.lt(u, p, out=u)
-
-
 def encode_batch(spec: ModelSpec, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
     """x: [B, *spec.input_shape] intensities in [0, 1] -> spikes [T, B, *spec.input_shape]."""
     params = {k: v for k, v in spec.encoder.items() if k != "type"}
-    if spec.encoder["type"] == "rate" and set(params) <= {"gain", "offset"}:
-        out = _rate_cpu(x, spec.num_steps, params.get("gain", 1.0), params.get("offset", 0.0), generator)
-        if out is not None:
-            return out
     if "dt_s" in params and params["dt_s"] != spec.dt_s:
         raise ValueError(f"encoder dt_s={params['dt_s']} differs from the model's dt_s={spec.dt_s}")
     if "dt_s" in inspect.signature(encoders.ENCODERS[spec.encoder["type"]]).parameters:
