@@ -85,11 +85,15 @@ def _copy_linears(model, spec, dst: list[nn.Linear]) -> None:
             d.bias.copy_(model.layers[i].bias)
 
 
+def _fc_dims(model, spec) -> tuple[int, int, int, float]:
+    """(inputs, hidden, outputs, beta of the first spiking layer) of our fc preset `model`."""
+    w1 = model.layers[[i for i, l in enumerate(spec.layers) if l.type_name == "linear"][0]].weight
+    return w1.shape[1], w1.shape[0], spec.num_outputs, [l for l in spec.layers if l.spiking][0].beta
+
+
 def tutorial_net_like(model, spec) -> TutorialNet:
     """A TutorialNet holding exactly the weights of our fc preset `model`."""
-    w1 = model.layers[[i for i, l in enumerate(spec.layers) if l.type_name == "linear"][0]].weight
-    beta = [l for l in spec.layers if l.spiking][0].beta
-    net = TutorialNet(w1.shape[1], w1.shape[0], spec.num_outputs, beta)
+    net = TutorialNet(*_fc_dims(model, spec))
     _copy_linears(model, spec, [net.fc1, net.fc2])
     return net
 
@@ -143,11 +147,9 @@ class SpikingJellyNet(nn.Module):
 
 def _peer(name: str, init, spec):
     """(network, None) or (None, reason it cannot run)."""
-    w1 = init.layers[[i for i, l in enumerate(spec.layers) if l.type_name == "linear"][0]].weight
-    beta = [l for l in spec.layers if l.spiking][0].beta
     cls = {"norse": NorseNet, "spikingjelly": SpikingJellyNet}[name]
     try:
-        net = cls(w1.shape[1], w1.shape[0], spec.num_outputs, beta)
+        net = cls(*_fc_dims(init, spec))
     except ImportError as e:
         return None, f"{name} not importable ({e}); not installed in this environment"
     _copy_linears(init, spec, [net.fc1, net.fc2])
@@ -222,14 +224,12 @@ def bench_shape(data, hidden: int, num_steps: int, batch_size: int, train: int, 
     order = torch.randperm(len(x), generator=gen)
     batches = [(encode_batch(spec, x[order[b:b + batch_size]], gen), y[order[b:b + batch_size]])
                for b in range(0, len(x), batch_size)]
-    notes, peers = {}, {}
+    notes = {}
     for name in ("norse", "spikingjelly"):
         if name in contenders:
             net, why = _peer(name, init, spec)
             if net is None:
                 notes[name] = why
-            else:
-                peers[name] = net
 
     def run(side: str) -> float:
         if side == "model_step":

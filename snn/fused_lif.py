@@ -20,9 +20,7 @@ import math
 
 import torch
 
-from .spec import Surrogate
-
-SURROGATES = ("atan", "fast_sigmoid", "sigmoid", "straight_through", "triangular")
+from .spec import SURROGATES, Surrogate
 
 
 def surrogate_grad(name: str, slope: float, x: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
@@ -132,11 +130,9 @@ class _LeakyMultistep(torch.autograd.Function):
         return (dm if need_z else None), g_beta, g_thr, None, None, None
 
 
-def _check_args(z, reset, surrogate, **params):
+def _check_args(z, reset, **params):
     if reset not in ("subtract", "zero"):
         raise ValueError(f"reset must be 'subtract' or 'zero' for the fused neurons, got {reset!r}")
-    if surrogate.name not in SURROGATES:
-        raise ValueError(f"surrogate must be one of {SURROGATES}, got {surrogate.name!r}")
     if z.dim() < 2 or z.shape[0] < 1:
         raise ValueError(f"z must be [T, B, ...] with T >= 1, got {list(z.shape)}")
     for name, p in params.items():
@@ -154,7 +150,7 @@ def leaky_multistep(z: torch.Tensor, beta: torch.Tensor, threshold: torch.Tensor
     require grad. reset: "subtract" or "zero". surrogate: the spec's surrogate (backward only).
     returns (spikes [T, B, *F] {0, 1} in z's dtype, membranes U[1..T] [T, B, *F]).
     """
-    _check_args(z, reset, surrogate, beta=beta, threshold=threshold)
+    _check_args(z, reset, beta=beta, threshold=threshold)
     return _LeakyMultistep.apply(z.contiguous(), beta, threshold, reset == "subtract", surrogate.name,
                                  float(surrogate.slope))
 
@@ -243,6 +239,6 @@ def synaptic_multistep(z: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor,
     broadcastable to F, same dtype and device as z. returns (spikes, synaptic currents I[1..T],
     membranes U[1..T]), each [T, B, *F].
     """
-    _check_args(z, reset, surrogate, alpha=alpha, beta=beta, threshold=threshold)
+    _check_args(z, reset, alpha=alpha, beta=beta, threshold=threshold)
     return _SynapticMultistep.apply(z.contiguous(), alpha, beta, threshold, reset == "subtract", surrogate.name,
                                     float(surrogate.slope))

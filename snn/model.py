@@ -186,13 +186,16 @@ class SpikingNetwork(nn.Module):
         return out
 
 
+_FUSED_KINDS = {snntorch_lib.Leaky: Leaky, snntorch_lib.Synaptic: Synaptic}  # snnTorch module -> spec layer
+
+
 def _fused_args(layer, lspec):
     """The parameters for `leaky_multistep` (clamped beta, threshold, reset) or `synaptic_multistep`
     (clamped alpha, clamped beta, threshold, reset) when the layer is a plain snnTorch `Leaky` or
     `Synaptic` they cover (subtract/zero reset with reset_delay, unit spikes, no state
     quantisation or inhibition, the spec's surrogate), else None."""
-    kinds = {snntorch_lib.Leaky: Leaky, snntorch_lib.Synaptic: Synaptic}
-    if (kinds.get(type(layer)) is None or not isinstance(lspec, kinds[type(layer)]) or layer.state_quant
+    kind = _FUSED_KINDS.get(type(layer))
+    if (kind is None or not isinstance(lspec, kind) or layer.state_quant
             or layer.inhibition or not layer.reset_delay or layer.reset_mechanism_val not in (0, 1)):
         return None
     graded = layer.graded_spikes_factor

@@ -95,12 +95,7 @@ def run(args) -> dict:
         torch.set_num_threads(args.threads)
     kind, _ = parse_benchmark(args.benchmark)
     names = parse_strategies(args.strategy)
-    if args.schedule not in SCHEDULES:
-        raise ValueError(f"unknown schedule {args.schedule!r}; known: {', '.join(SCHEDULES)}")
-    sched = SCHEDULES[args.schedule].replace(
-        train_per_task=args.train_per_task, test_per_task=args.test_per_task, epochs=args.epochs,
-        num_steps=args.num_steps, hidden=tuple(args.hidden) if args.hidden else None,
-        batch_size=args.batch_size, lr=args.lr)
+    sched = _schedule(args)
     tasks = args.tasks or DEFAULT_TASKS[kind]
     if tasks < 1:
         raise ValueError(f"--tasks must be >= 1, got {tasks}")

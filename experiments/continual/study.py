@@ -213,13 +213,9 @@ def _init_worker(threads: int) -> None:
         pass
 
 
-def _worker(config, strategy, seed, out, position):
-    return run_job(config, strategy, seed, out, position)
-
-
 def run_jobs(config: dict, jobs: list[tuple[str, int]], out, workers: int, threads: int = 1,
              progress: bool = True) -> dict[tuple[str, int], dict]:
-    """Run `jobs` (with `workers` > 1: in that many spawned processes, at most `workers` at a time,
+    """Run `jobs` (with `workers` > 1: in that many worker processes, at most `workers` at a time,
     each with its own progress line); results keyed by (strategy, seed)."""
     results: dict[tuple[str, int], dict] = {}
     if not jobs:
@@ -243,7 +239,7 @@ def run_jobs(config: dict, jobs: list[tuple[str, int]], out, workers: int, threa
         while pending or running:
             while pending and free:
                 job, pos = pending.pop(0), free.pop(0)
-                running[pool.submit(_worker, config, job[0], job[1], out, pos if progress else None)] = (job, pos)
+                running[pool.submit(run_job, config, job[0], job[1], out, pos if progress else None)] = (job, pos)
             done, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
             for fut in done:
                 job, pos = running.pop(fut)
