@@ -30,6 +30,16 @@ from experiments.output import add_json_flag, emit
 from experiments.plots import _save, plt
 
 
+def loop_curve(start_accuracy: float, history: list[dict]) -> list[tuple[int, float, float]]:
+    """An in-the-loop run as an `accuracy_plot` curve: (0, 0, start_accuracy), then per epoch record
+    (epoch, cumulative device_seconds, test_device_accuracy)."""
+    dev_s, curve = 0.0, [(0, 0.0, start_accuracy)]
+    for h in history:
+        dev_s += h["device_seconds"]
+        curve.append((h["epoch"], dev_s, h["test_device_accuracy"]))
+    return curve
+
+
 def accuracy_plot(curves: dict[str, list[tuple[int, float, float]]], path, title: str = "",
                   reference: dict[str, float] | None = None) -> Path:
     """Accuracy against epochs and against device seconds. curves: {label: [(epoch, device_s,
@@ -182,12 +192,8 @@ def main(argv=None) -> int:
                                                "that_chip_naive": None}
         rows.append(row)
         if i == 0:
-            dev_s, loop_curve = 0.0, [(0, 0.0, row["naive"])]
-            for h in hist:
-                dev_s += h["device_seconds"]
-                loop_curve.append((h["epoch"], dev_s, h["test_device_accuracy"]))
             curves_first = {
-                "in-the-loop": loop_curve,
+                "in-the-loop": loop_curve(row["naive"], hist),
                 "noise-aware (float)": [(0, 0.0, row["naive"])] + [
                     (h["epoch"], 0.0, h["chip_accuracy"][uri]) for h in na_res.history],
                 "calibration": [(0, 0.0, row["naive"]), (args.calib_rounds, cal_seconds, row["calibration"])],

@@ -141,8 +141,8 @@ def row_scales(w: np.ndarray) -> np.ndarray:
     # candidates per vectorised block: about 1 MB of float64, so that the block's six elementwise
     # passes stay in cache (128x784: 5.3 ms against 9.4 ms with 16 MB blocks)
     chunk = max(1, 131_072 // max(w.size, 1))
-    wt = torch.from_numpy(np.ascontiguousarray(w, dtype=np.float64))
     fused = sim_kernel.available()
+    wt = None if fused else torch.from_numpy(np.ascontiguousarray(w, dtype=np.float64))
     for lo in range(0, len(s_all), chunk):
         sc = s_all[lo:lo + chunk]
         # (w - clip(round(w·s))/s)² elementwise (IEEE operations, rounding half to even like

@@ -363,7 +363,6 @@ def calibrate(device: Device, spec: ModelSpec, state_dict: dict, x: torch.Tensor
     sd = {k: v.clone() for k, v in model.state_dict().items()}
     gen = torch.Generator().manual_seed(seed)
     spk = flat_inputs(spec, x, gen)
-    T, B = spk.shape[:2]
     eps = rate_floor
     report = []
     for r in range(rounds + 1):
@@ -371,13 +370,11 @@ def calibrate(device: Device, spec: ModelSpec, state_dict: dict, x: torch.Tensor
         res = device.run(spk, probe=True)
         if not res.layer_spikes:
             raise DeviceError("calibration needs per-layer spikes from run(probe=True)")
-        host = host_forward(model, stages, spk.to(torch.float32), None)
         # the float reference of layer k from the device's input to it (layer k-1's device spikes)
         rates_dev, rates_ref = [], []
         for k, st in enumerate(stages):
             inp = spk.to(torch.float32) if k == 0 else res.layer_spikes[k - 1].to(torch.float32)
-            ref = host_forward(model, [Stage(st.linear, st.neuron, st.fan_in, st.num_neurons)], inp)[0] \
-                if k else host[0]
+            ref = host_forward(model, [st], inp)[0]
             rates_dev.append(res.layer_spikes[k].to(torch.float32).mean((0, 1)))
             rates_ref.append(ref.mean((0, 1)))
         logs = [float((torch.log(rr + eps) - torch.log(rd + eps)).abs().mean()) for rr, rd in

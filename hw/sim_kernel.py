@@ -399,7 +399,7 @@ def host_leaky_grad(gx: torch.Tensor, dev: torch.Tensor, beta: torch.Tensor, sub
     return gz
 
 
-def scale_errors(w, s, out=None):
+def scale_errors(w, s):
     """(w − clip(round(w·s), −128, 127)/s)² as float64 [C, N, M] for w [N, M] and candidate scales
     s [C, N] (NumPy float64, C-contiguous), the elementwise part of `hw.compiler.row_scales`."""
     import numpy as np
@@ -408,6 +408,6 @@ def scale_errors(w, s, out=None):
     C, (N, M) = s.shape[0], w.shape
     if s.shape[1] != N:
         raise ValueError(f"scales {s.shape} do not match rows of w {w.shape}")
-    out = np.empty((C, N, M), dtype=np.float64) if out is None else out
+    out = np.empty((C, N, M), dtype=np.float64)
     _LIB.sl_scale_errors(w.ctypes.data, N, M, s.ctypes.data, C, out.ctypes.data)
     return out

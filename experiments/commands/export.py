@@ -77,14 +77,12 @@ def run(args) -> int:
     return 0
 
 
-VENDOR_PROFILES = {"lava": ("loihi",), "xylo": ("xylo-imu", "xylo-audio2")}
-
-
 def _vendor(args, ckpt, out: Path) -> int:
     """--format lava / xylo: compile for the vendor's profile and write its file."""
     from hw.compiler import compile_model
+    from hw.vendor.devices import LavaDevice, XylosimDevice
 
-    allowed = VENDOR_PROFILES[args.format]
+    allowed = (LavaDevice if args.format == "lava" else XylosimDevice).profiles
     profile = args.profile or allowed[0]
     if profile not in allowed:
         raise ValueError(f"--format {args.format} writes profile {' or '.join(allowed)}, not {profile!r}")

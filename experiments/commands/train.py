@@ -187,7 +187,7 @@ def train_in_the_loop(args) -> dict:
     epoch; writes model.safetensors, metrics.json and in_the_loop.png to args.out."""
     import json
 
-    from experiments.hil_bench import accuracy_plot
+    from experiments.hil_bench import accuracy_plot, loop_curve
     from hw.device import open_device
     from hw.loop_training import InTheLoopTrainer, LoopConfig
     from snn.checkpoint import load_checkpoint, save_checkpoint
@@ -224,18 +224,14 @@ def train_in_the_loop(args) -> dict:
                                 {"dataset": data.name, "in_the_loop": args.in_the_loop})
     write_text_atomic(out / "metrics.json", json.dumps(metrics, indent=1))
     write_text_atomic(out / "spec.json", spec.to_json())
-    curve = [(0, 0.0, result.initial["test_device_accuracy"])]
-    dev_s = 0.0
-    for h in hist:
-        dev_s += h["device_seconds"]
-        curve.append((h["epoch"], dev_s, h["test_device_accuracy"]))
+    curve = loop_curve(result.initial["test_device_accuracy"], hist)
     plot = accuracy_plot({args.in_the_loop: curve}, out / "in_the_loop.png",
                          f"{spec.name} on {data.name}: in-the-loop training")
     return {"dataset": data.name, "model": spec.name, "device": args.in_the_loop, "profile": info.profile,
             "init": args.init, "initial_device_accuracy": result.initial["test_device_accuracy"],
             "test_device_accuracy": hist[-1]["test_device_accuracy"], "epochs": len(hist),
             "train_samples": len(train_x), "epoch_seconds": [h["epoch_seconds"] for h in hist],
-            "device_seconds": sum(h["device_seconds"] for h in hist),
+            "device_seconds": curve[-1][1],
             "link_bytes": sum(h["link_bytes"] for h in hist) if all("link_bytes" in h for h in hist) else None,
             "link_efficiency": hist[-1].get("link_efficiency"),
             "train_samples_per_s": len(train_x) * len(hist) / sum(h["epoch_seconds"] for h in hist),

@@ -23,6 +23,7 @@ from ..device import (Device, DeviceError, DeviceInfo, DeviceURI, RunResult, as_
                       register_backend)
 from ..profiles import get_profile
 from ..program import Program
+from .xylo import XYLOSIM_PROFILES
 
 
 class _VendorDevice(Device):
@@ -133,7 +134,7 @@ class XylosimDevice(_VendorDevice):
     """A `xylo-imu` / `xylo-audio2` program on xylosim 0.1.3 (`hw.vendor.xylo`), in-process."""
 
     backend = "xylosim"
-    profiles = ("xylo-imu", "xylo-audio2")
+    profiles = XYLOSIM_PROFILES
 
     def __init__(self, profile: str = "xylo-imu"):
         super().__init__(profile)
