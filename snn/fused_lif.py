@@ -1,13 +1,16 @@
-"""Fused multi-step Leaky and Synaptic layers for training: each time loop in one autograd Function.
+"""Fused multi-step Leaky, Synaptic and RLeaky layers for training: each time loop in one autograd Function.
 
-`leaky_multistep(z, beta, threshold, ...)` and `synaptic_multistep(z, alpha, beta, threshold, ...)`
-compute exactly what stepping snnTorch's `Leaky` / `Synaptic` over time computes
-(docs/neuron_semantics.md, `reset_delay=True`, unit spikes): the forward repeats the same float
-operations in the same order, so spikes, currents and membranes are bit-identical; the backward is
-written by hand. Autograd through the step-by-step path records ~10 nodes per time step and runs
-the surrogate derivative once per step; here the surrogate and the parameter gradients are
-computed once over all T steps and only the membrane (and current) recurrence runs step by step.
-Parameter gradients are summed in float64.
+`leaky_multistep(z, beta, threshold, ...)`, `synaptic_multistep(z, alpha, beta, threshold, ...)` and
+`rleaky_multistep(z, beta, threshold, ..., weight=/V=)` compute exactly what stepping snnTorch's
+`Leaky` / `Synaptic` / `RLeaky` over time computes (docs/neuron_semantics.md, `reset_delay=True`,
+unit spikes): the forward repeats the same float operations in the same order (for the dense
+RLeaky the same `F.linear` call on the previous spikes each step), so spikes, currents and
+membranes are bit-identical; the backward is written by hand. Autograd through the step-by-step
+path records ~10 nodes per time step and runs the surrogate derivative once per step; here the
+surrogate and the parameter gradients are computed once over all T steps and only the membrane
+(and current) recurrence runs step by step (for the dense RLeaky one [B, N] x [N, N] product per
+step, the recurrent weight gradient one product over all steps). Parameter gradients other than
+the dense recurrent weight are summed in float64.
 
 tests/test_fused_lif.py checks forward bits and gradients (within 1e-6 of the gradient's scale in
 float64) against snnTorch's modules and autograd. The ops are plain torch ops, so the same code
@@ -19,6 +22,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 
 from .spec import SURROGATES, Surrogate
 
@@ -242,3 +246,174 @@ def synaptic_multistep(z: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor,
     _check_args(z, reset, alpha=alpha, beta=beta, threshold=threshold)
     return _SynapticMultistep.apply(z.contiguous(), alpha, beta, threshold, reset == "subtract", surrogate.name,
                                     float(surrogate.slope))
+
+
+def _surrogate_deriv(name: str, slope: float, x: torch.Tensor) -> torch.Tensor:
+    """d spike / dx (`surrogate_grad` with a unit gradient), overwriting the fresh tensor x for
+    the formulas that allow it."""
+    if name == "atan":
+        return x.mul_(math.pi / 2 * slope).pow_(2).add_(1).reciprocal_().mul_(slope / 2)
+    if name == "fast_sigmoid":
+        return x.abs_().mul_(slope).add_(1.0).pow_(2).reciprocal_()
+    if name == "straight_through":
+        return torch.ones_like(x)
+    return surrogate_grad(name, slope, x, torch.ones((), dtype=x.dtype, device=x.device))
+
+
+def _sum_to64(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """`_sum_to` accumulated in float64 without a float64 copy of x: [T, B, *F] -> like's shape."""
+    if like.dim() == 0:
+        return x.sum(dtype=torch.float64).reshape(())
+    lead = x.dim() - like.dim()
+    out = x.sum(dim=tuple(range(lead)), dtype=torch.float64) if lead else x.double()
+    return out.sum_to_size(like.shape)
+
+
+class _RLeakyMultistep(torch.autograd.Function):
+    """RLeaky: B[t] = (beta*U[t-1] + X[t]) + rec(S[t-1]), U[t] = B[t] - R[t]*theta (subtract) or
+    B[t] - R[t]*B[t] (zero), S[t] = H(U[t] - theta), R[t] = H(U[t-1] - theta), U[0] = S[0] = 0;
+    rec(S) = F.linear(S, weight, bias) (dense) or S*weight (elementwise, weight = V)."""
+
+    @staticmethod
+    def forward(ctx, z, beta, threshold, weight, bias, subtract, dense, sg_name, sg_slope):
+        T = z.shape[0]
+        spk, mem = torch.empty_like(z), torch.empty_like(z)
+        u = torch.zeros_like(z[0])
+        s = u  # S[0] = 0: snnTorch's first recurrent input (rec(0) is computed too: the bias, or signed zeros)
+        thr, w = threshold.detach(), weight.detach()
+        b = bias.detach() if bias is not None else None
+        r0 = (u - thr > 0).to(z.dtype)  # R[1] = H(U[0] - theta)
+        r = r0
+        tmp = torch.empty_like(u)
+        # snnTorch's reset R is float32 (its surrogates' forward returns `.float()`), and R*theta
+        # follows torch's promotion: for a float64 layer with a 0-dim threshold the product is
+        # float32, so the float64 RLeaky subtracts float32(theta); repeated here
+        r_thr_dtype = torch.result_type(torch.empty(1, dtype=torch.float32, device=z.device), thr)
+        narrow = subtract and r_thr_dtype != z.dtype
+        # F.linear's input: a slice of spk when it sits on the alignment of a fresh tensor (what
+        # snnTorch passes: 64 bytes on the CPU, 512 on CUDA), else a fresh copy. The BLAS result
+        # depends on it: a misaligned [B, N] view gives other float32 bits for some shapes
+        align = 512 if z.is_cuda else 64
+        aligned = (z[0].numel() * z.element_size()) % align == 0 and spk.data_ptr() % align == 0
+        for t in range(T):
+            m = mem[t]
+            torch.mul(beta, u, out=m)  # (beta*U + X) + rec(S), snnTorch's rounding order
+            m.add_(z[t])
+            m.add_(F.linear(s, w, b) if dense else torch.mul(s, w))
+            if narrow:
+                m.sub_(torch.mul(r.to(torch.float32), thr))
+            elif subtract:  # U = B - R*theta
+                torch.mul(r, thr, out=tmp)
+            else:  # U = B - R*B (snnTorch recomputes B: the same value)
+                torch.mul(r, m, out=tmp)
+            if not narrow:
+                m.sub_(tmp)
+            torch.gt(m, thr, out=spk[t])
+            u, r = m, spk[t]
+            s = spk[t] if (aligned or not dense) else spk[t].clone()
+        ctx.save_for_backward(mem, spk, r0, beta, threshold, weight)
+        ctx.cfg = (subtract, dense, sg_name, sg_slope, bias is not None)
+        ctx.set_materialize_grads(False)
+        return spk, mem
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g_spk, g_mem):
+        mem, spk, r0, beta, threshold, weight = ctx.saved_tensors
+        subtract, dense, sg_name, sg_slope, has_bias = ctx.cfg
+        need_z, need_beta, need_thr, need_w, need_b = ctx.needs_input_grad[:5]
+        if g_spk is None and g_mem is None:
+            return (None,) * 9
+        T = mem.shape[0]
+        thr, w, bt = threshold.detach(), weight.detach(), beta.detach()
+        # full-size temporaries are few: each is a fresh (page-faulting) allocation of T*B*N
+        sgp = _surrogate_deriv(sg_name, sg_slope, mem - thr)  # dS[t]/dU[t]
+        g_thr = torch.zeros(threshold.shape, dtype=torch.float64, device=threshold.device) if need_thr else None
+        if g_spk is None:
+            h = g_mem.clone(memory_format=torch.contiguous_format)
+        else:
+            h = sgp * g_spk  # the output spikes' surrogate term
+            if need_thr:
+                g_thr -= _sum_to64(h, threshold)
+            if g_mem is not None:
+                h += g_mem
+        keep = r = None  # R[t] = S[t-1] (R[1] = r0); zero reset: dB[t] = (1 - R[t]) * dL/dU[t]
+        if not subtract:
+            keep = torch.empty_like(mem)
+            torch.sub(1, r0.expand_as(mem[0]), out=keep[0])
+            torch.sub(1, spk[:-1], out=keep[1:])
+            h.mul_(keep)
+        elif need_thr:
+            r = torch.cat([r0.expand_as(mem[:1]), spk[:-1]])
+        # dL/dU[t] = h[t] + S'[t] * rec^T(dB[t+1]) + beta*dB[t+1]; dB[t] = dL/dB[t] = dL/dX[t]
+        rec_g = None  # dense: rec^T(dB[t+1]) = dB[t+1] @ W per step (zero at the last step)
+        if dense:
+            rec_g = torch.zeros_like(mem)
+            sk, a = (sgp, bt) if keep is None else (sgp * keep, keep * bt)
+            db = h  # rows become dB from the last step back
+            for t in range(T - 2, -1, -1):
+                torch.mm(db[t + 1], w, out=rec_g[t])
+                db[t].addcmul_(sk[t], rec_g[t]).addcmul_(a if keep is None else a[t], db[t + 1])
+            if need_thr and T > 1:  # the spikes' share of the recurrent gradient
+                g_thr -= _sum_to64(rec_g[:-1].mul_(sgp[:-1]), threshold)
+        else:
+            # the elementwise map folds into one coefficient per element: S'*V + beta
+            a = torch.addcmul(bt, sgp, w) if need_thr else sgp.mul_(w).add_(bt)
+            if keep is not None:
+                a.mul_(keep)
+            db = h
+            for t in range(T - 2, -1, -1):
+                db[t].addcmul_(a[t], db[t + 1])
+            if need_thr and T > 1:
+                g_thr -= _sum_to64(sgp[:-1].mul_(w).mul_(db[1:]), threshold)
+        g_beta = g_w = g_b = None
+        if need_beta:
+            g_beta = (_sum_to64(db[1:] * mem[:-1], beta).to(beta.dtype) if T > 1 else torch.zeros_like(beta))
+        if need_thr:
+            if subtract:
+                g_thr -= _sum_to64(db * r, threshold)
+            g_thr = g_thr.to(threshold.dtype)
+        if need_w:
+            if T == 1:
+                g_w = torch.zeros_like(weight)
+            elif dense:  # sum over t, b of dB[t] S[t-1]^T, one matrix product
+                g_w = db[1:].reshape(-1, w.shape[0]).t() @ spk[:-1].reshape(-1, w.shape[1])
+            else:
+                g_w = _sum_to64(db[1:] * spk[:-1], weight).to(weight.dtype)
+        if need_b and has_bias:
+            g_b = torch.sum(db.reshape(-1, db.shape[-1]), 0, dtype=torch.float64).to(db.dtype)
+        return (db if need_z else None), g_beta, g_thr, g_w, g_b, None, None, None, None
+
+
+def rleaky_multistep(z: torch.Tensor, beta: torch.Tensor, threshold: torch.Tensor, reset: str,
+                     surrogate: Surrogate, *, weight: torch.Tensor | None = None,
+                     bias: torch.Tensor | None = None, V: torch.Tensor | None = None
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run an RLeaky layer over all time steps (docs/neuron_semantics.md): the recurrent input
+    of step t is rec(S[t-1]), with S[0] = 0.
+
+    Dense recurrence (`all_to_all`): z [T, B, N], weight [N, N] and optional bias [N] (snnTorch's
+    `recurrent` nn.Linear, rec(S) = S W^T + b). Elementwise: z [T, B, *F], V 0-dim or broadcastable
+    to F (rec(S) = S*V). Give exactly one of weight / V. beta: clamped to [0, 1], threshold: 0-dim
+    or broadcastable to F; all the same dtype and device as z; any may require grad.
+    returns (spikes [T, B, *F] {0, 1} in z's dtype, membranes U[1..T] [T, B, *F]).
+    Like snnTorch, a float64 layer with a 0-dim threshold subtracts the float32 product R*theta
+    (snnTorch's reset signal is float32); elementwise V with reset "zero" has no effect (the
+    reset clears V*S[t-1] at the step it arrives), so V's gradient is zero there.
+    """
+    if (weight is None) == (V is None):
+        raise ValueError("rleaky_multistep needs exactly one of weight (dense recurrence) or V (elementwise)")
+    if V is not None and bias is not None:
+        raise ValueError("rleaky_multistep: bias belongs to the dense recurrence (weight), not to V")
+    extra = {"weight": weight} if weight is not None else {"V": V}
+    if bias is not None:
+        extra["bias"] = bias
+    _check_args(z, reset, beta=beta, threshold=threshold, **extra)
+    if weight is not None:
+        n = z.shape[-1]
+        if z.dim() != 3 or tuple(weight.shape) != (n, n) or (bias is not None and tuple(bias.shape) != (n,)):
+            raise ValueError(f"dense rleaky needs z [T, B, N], weight [N, N] and bias [N], got z {list(z.shape)}, "
+                             f"weight {list(weight.shape)}"
+                             + (f", bias {list(bias.shape)}" if bias is not None else ""))
+    return _RLeakyMultistep.apply(z.contiguous(), beta, threshold, weight if weight is not None else V, bias,
+                                  reset == "subtract", weight is not None, surrogate.name, float(surrogate.slope))

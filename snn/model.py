@@ -18,15 +18,16 @@ from typing import NamedTuple
 import snntorch as snntorch_lib
 import snntorch.surrogate as snn_surrogate
 import torch
+from snntorch._neurons.rleaky import RecurrentOneToOne
 from torch import nn
 
 from .finite import require_finite
-from .fused_lif import leaky_multistep, synaptic_multistep
+from .fused_lif import leaky_multistep, rleaky_multistep, synaptic_multistep
 from .spec import (AvgPool2d, Conv2d, Flatten, Leaky, Linear, MaxPool2d, ModelSpec, RLeaky,
                    Surrogate, Synaptic, check_memory)
 
 
-FUSED_LIF_ENV = "SPIKELOOP_FUSED_LIF"  # "0": build models that step Leaky layers one step at a time
+FUSED_LIF_ENV = "SPIKELOOP_FUSED_LIF"  # "0": build models that step spiking layers one step at a time
 
 
 class NetworkOutput(NamedTuple):
@@ -107,7 +108,7 @@ class SpikingNetwork(nn.Module):
         in_shapes = [spec.input_shape] + shapes[:-1]
         self.layers = nn.ModuleList(_build_layer(l, i, o) for l, i, o in zip(spec.layers, in_shapes, shapes))
         self.feature_shapes = shapes
-        # Leaky and Synaptic layers run through the fused multi-step Functions (same forward bits
+        # Leaky, Synaptic and RLeaky layers run through the fused multi-step Functions (same forward bits
         # as snnTorch); False (or SPIKELOOP_FUSED_LIF=0 at construction) steps them one time step
         # at a time, the reference path tests and benchmarks compare against
         self.fused_lif = os.environ.get(FUSED_LIF_ENV, "1") != "0"
@@ -134,6 +135,9 @@ class SpikingNetwork(nn.Module):
                 z = h.reshape(T, B, *h.shape[1:])
                 if isinstance(lspec, Synaptic):
                     spikes, syn_all, mem_all = synaptic_multistep(z, *fused, lspec.surrogate)
+                elif isinstance(lspec, RLeaky):
+                    *args, rec = fused
+                    (spikes, mem_all), syn_all = rleaky_multistep(z, *args, lspec.surrogate, **rec), None
                 else:
                     (spikes, mem_all), syn_all = leaky_multistep(z, *fused, lspec.surrogate), None
                 if record or i == len(self.layers) - 1:
@@ -186,14 +190,31 @@ class SpikingNetwork(nn.Module):
         return out
 
 
-_FUSED_KINDS = {snntorch_lib.Leaky: Leaky, snntorch_lib.Synaptic: Synaptic}  # snnTorch module -> spec layer
+_FUSED_KINDS = {snntorch_lib.Leaky: Leaky, snntorch_lib.Synaptic: Synaptic,
+                snntorch_lib.RLeaky: RLeaky}  # snnTorch module -> spec layer
+
+
+def _recurrent_args(layer, lspec) -> dict | None:
+    """The recurrent map of an snnTorch `RLeaky` as `rleaky_multistep` keywords: {weight, bias}
+    for a dense `nn.Linear` (all_to_all), {V} for the elementwise map; None for anything else
+    (a convolutional recurrence, a module replaced after building)."""
+    rec = getattr(layer, "recurrent", None)
+    if lspec.all_to_all:
+        if type(rec) is not nn.Linear or not layer.all_to_all:
+            return None
+        return {"weight": rec.weight} | ({"bias": rec.bias} if rec.bias is not None else {})
+    if layer.all_to_all or type(rec) is not RecurrentOneToOne or rec.V is not layer.V:
+        return None
+    return {"V": layer.V}
 
 
 def _fused_args(layer, lspec):
-    """The parameters for `leaky_multistep` (clamped beta, threshold, reset) or `synaptic_multistep`
-    (clamped alpha, clamped beta, threshold, reset) when the layer is a plain snnTorch `Leaky` or
-    `Synaptic` they cover (subtract/zero reset with reset_delay, unit spikes, no state
-    quantisation or inhibition, the spec's surrogate), else None."""
+    """The parameters for `leaky_multistep` (clamped beta, threshold, reset), `synaptic_multistep`
+    (clamped alpha, clamped beta, threshold, reset) or `rleaky_multistep` (clamped beta, threshold,
+    reset, {recurrent keywords}) when the layer is a plain snnTorch `Leaky`, `Synaptic` or `RLeaky`
+    they cover (subtract/zero reset with reset_delay, unit spikes, no state quantisation or
+    inhibition, the spec's surrogate; RLeaky with its dense linear or elementwise recurrence),
+    else None."""
     kind = _FUSED_KINDS.get(type(layer))
     if (kind is None or not isinstance(lspec, kind) or layer.state_quant
             or layer.inhibition or not layer.reset_delay or layer.reset_mechanism_val not in (0, 1)):
@@ -201,12 +222,16 @@ def _fused_args(layer, lspec):
     graded = layer.graded_spikes_factor
     if not (isinstance(graded, torch.Tensor) and not graded.requires_grad and bool((graded == 1).all())):
         return None
+    rec = _recurrent_args(layer, lspec) if isinstance(lspec, RLeaky) else {}
+    if rec is None:
+        return None
     params = ([layer.alpha] if isinstance(lspec, Synaptic) else []) + [layer.beta, layer.threshold]
-    if len({(p.dtype, p.device) for p in params}) != 1:
+    if len({(p.dtype, p.device) for p in params + list(rec.values())}) != 1:
         return None
     reset = "subtract" if layer.reset_mechanism_val == 0 else "zero"
     # one clamp per forward is the value snnTorch's per-step clamp gives
-    return (*(p.clamp(0, 1) for p in params[:-1]), layer.threshold, reset)
+    args = (*(p.clamp(0, 1) for p in params[:-1]), layer.threshold, reset)
+    return (*args, rec) if isinstance(lspec, RLeaky) else args
 
 
 def _leaky_step_fn(layer):
