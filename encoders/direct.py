@@ -3,8 +3,10 @@
 Not a spike code: the first weight layer receives real-valued currents, as in most surrogate-gradient
 SNN papers on images (and snnTorch's convolutional tutorial). It is deterministic and loses no
 intensity information, so it trains faster and more accurately than a rate code at small T; the
-price is that the network's input is not spikes, so the fixed-point devices (which take spike
-trains) refuse such a model (`is_spike_encoder`); the Brian2 reference feeds it as a current."""
+price is that the network's input is not spikes: a device profile with graded input (`mcu`) takes
+these currents quantized to int8 (`hw.fixed_point.quantize_input` with the program's input_scale),
+the spike-only profiles refuse such a model (`is_spike_encoder`); the Brian2 reference feeds it as a
+current."""
 
 from __future__ import annotations
 

@@ -19,16 +19,21 @@
 #define SL_MAX_PROGRAM_BYTES 131072u
 #endif
 
-/* Most layers in a program, most neurons in one layer, largest fan-in of a layer (so also the
- * most network inputs). The defaults are the `mcu` profile's limits (hw/profiles/mcu.json). */
+/* Most layers in a program, most neurons in one layer, most neurons of all layers together (the
+ * state memory is one pool of SL_MAX_NEURONS_TOTAL neurons; a pooling record's outputs take their
+ * places in it too), largest fan-in of a layer (so also the most network inputs; a convolution's
+ * window C_in*k*k too). The defaults are the `mcu` profile's limits (hw/profiles/mcu.json). */
 #ifndef SL_MAX_LAYERS
 #define SL_MAX_LAYERS 8
 #endif
 #ifndef SL_MAX_NEURONS
-#define SL_MAX_NEURONS 512
+#define SL_MAX_NEURONS 4096
+#endif
+#ifndef SL_MAX_NEURONS_TOTAL
+#define SL_MAX_NEURONS_TOTAL 4096
 #endif
 #ifndef SL_MAX_INPUTS
-#define SL_MAX_INPUTS 1024
+#define SL_MAX_INPUTS 4096
 #endif
 /* Largest per-layer weight shift and recurrent shift (docs/fixed_point.md, profile mcu). */
 #ifndef SL_MAX_SHIFT
@@ -40,7 +45,7 @@
  * per-neuron synaptic gain and membrane noise, each as floor(sigma * 2^16 + 0.5) in 0..65536.
  * All 0: the ideal chip. The host port can override them at boot (--chip, --sigma-q16); the board
  * never reports them to the host. */
-#ifndef SL_NONIDEAL   /* 0: leave the model out (saves 20 bytes per neuron of SL_MAX_LAYERS x SL_MAX_NEURONS) */
+#ifndef SL_NONIDEAL   /* 0: leave the model out (saves 20 bytes per neuron of SL_MAX_NEURONS_TOTAL) */
 #define SL_NONIDEAL 1
 #endif
 #ifndef SL_CHIP_ID
@@ -89,6 +94,9 @@
 
 #if SL_MAX_PAYLOAD < 64 || SL_MAX_PAYLOAD > 4096
 #error "SL_MAX_PAYLOAD must be in 64..4096 (docs/protocol.md)"
+#endif
+#if SL_MAX_NEURONS > SL_MAX_NEURONS_TOTAL
+#error "SL_MAX_NEURONS (one layer) must not exceed SL_MAX_NEURONS_TOTAL (the state pool)"
 #endif
 #if SL_MAX_NEURONS > 65535 || SL_MAX_INPUTS > 65535 || SL_MAX_LAYERS > 255
 #error "SL_MAX_NEURONS/SL_MAX_INPUTS must fit u16 and SL_MAX_LAYERS u8 (INFO fields)"

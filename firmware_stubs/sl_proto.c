@@ -245,12 +245,17 @@ static void put_w(uint8_t *p, uint32_t w, uint32_t v)
         sl_put_u16(p, (uint16_t)v);
 }
 
-/* Check the spike data of a RUN completely before any step runs, so that a bad frame leaves the
+/* Check the input data of a RUN completely before any step runs, so that a bad frame leaves the
  * neuron state untouched. */
 static sl_status check_input(sl_proto *ctx, uint8_t enc, const uint8_t *d, uint32_t n,
                              uint32_t n_steps)
 {
     uint32_t N = ctx->prog.num_inputs, row = (N + 7u) / 8u, w = event_width(N), s, r = 0;
+    if (enc == SL_ENC_VALUES || enc == SL_ENC_HELD) { /* graded int8 values: any byte is valid */
+        if (n != (enc == SL_ENC_VALUES ? n_steps * N : N))
+            return fail(ctx, SL_ERR_BAD_LENGTH, SL_MSG_RUN, n, "RUN values length wrong", 0, 0, 0);
+        return SL_OK;
+    }
     if (enc == SL_ENC_BITMAP) {
         uint8_t tail = (uint8_t)((N % 8u) ? (0xFFu << (N % 8u)) & 0xFFu : 0u);
         if (n != n_steps * row)
@@ -283,35 +288,52 @@ static sl_status check_input(sl_proto *ctx, uint8_t enc, const uint8_t *d, uint3
     return SL_OK;
 }
 
+/* Bytes of layer k's row in a recording: a bitmap of its spikes (a max-pooling record: of its
+ * 0/1 outputs), or for a sum-pooling record one u8 count per output (docs/protocol.md 3.1). */
+static uint32_t record_row_bytes(const sl_layer *L)
+{
+    if (L->record_type == SL_RECORD_POOL && L->geo.pool == SL_POOL_SUM)
+        return L->num_neurons;
+    return (L->num_neurons + 7u) / 8u;
+}
+
 /* Bytes per step of the recording a RUN with these flags asks for (docs/protocol.md 3.1). */
 static uint32_t record_step_bytes(const sl_program *prog, uint8_t flags, uint32_t mem_layer)
 {
     uint32_t k, n = 0;
     if (flags & SL_RUN_REC_SPIKES)
         for (k = 0; k < prog->num_layers; k++)
-            n += (prog->layers[k].num_neurons + 7u) / 8u;
+            n += record_row_bytes(&prog->layers[k]);
     if (flags & SL_RUN_REC_MEMBRANE)
         n += 4u * prog->layers[mem_layer].num_neurons;
     return n;
 }
 
-/* Append this step's recording (every layer's spike row, then one layer's membranes) at o. */
+/* Append this step's recording (every layer's row, then one layer's membranes) at o. */
 static uint32_t record_step(sl_proto *ctx, uint8_t flags, uint32_t mem_layer, uint32_t o)
 {
     const sl_program *prog = &ctx->prog;
     uint32_t k, i;
     if (flags & SL_RUN_REC_SPIKES)
         for (k = 0; k < prog->num_layers; k++) {
-            uint32_t N = prog->layers[k].num_neurons, row = (N + 7u) / 8u;
-            memset(ctx->record + o, 0, row);
-            for (i = 0; i < N; i++)
-                if (ctx->core.spk[k][i])
-                    ctx->record[o + i / 8u] |= (uint8_t)(1u << (i % 8u));
+            const sl_layer *L = &prog->layers[k];
+            const uint8_t *S = SL_CORE_SPIKES(&ctx->core, prog, k);
+            uint32_t N = L->num_neurons, row = record_row_bytes(L);
+            if (row == N && L->record_type == SL_RECORD_POOL) {
+                memcpy(ctx->record + o, S, N);
+            } else {
+                memset(ctx->record + o, 0, row);
+                for (i = 0; i < N; i++)
+                    if (S[i])
+                        ctx->record[o + i / 8u] |= (uint8_t)(1u << (i % 8u));
+            }
             o += row;
         }
-    if (flags & SL_RUN_REC_MEMBRANE)
+    if (flags & SL_RUN_REC_MEMBRANE) {
+        const int32_t *U = SL_CORE_MEMBRANES(&ctx->core, prog, mem_layer);
         for (i = 0; i < prog->layers[mem_layer].num_neurons; i++, o += 4u)
-            sl_put_u32(ctx->record + o, (uint32_t)ctx->core.mem[mem_layer][i]);
+            sl_put_u32(ctx->record + o, (uint32_t)U[i]);
+    }
     return o;
 }
 
@@ -335,13 +357,18 @@ static sl_status do_run(sl_proto *ctx, const sl_frame *f, size_t *len)
     first = sl_get_u32(p + 4);
     n_steps = sl_get_u16(p + 8);
     mem_layer = p[10];
-    if ((flags & ~known) || enc > SL_ENC_EVENTS || T == 0 || n_steps == 0 || p[11] != 0)
+    /* spike programs take encodings 0/1, graded-input programs 2/3 (docs/protocol.md) */
+    if ((flags & ~known) || (ctx->prog.graded_input ? (enc != SL_ENC_VALUES && enc != SL_ENC_HELD)
+                                                    : enc > SL_ENC_EVENTS) ||
+        T == 0 || n_steps == 0 || p[11] != 0)
         return fail(ctx, SL_ERR_BAD_INPUT, SL_MSG_RUN, 0, "RUN flags/encoding/T/n_steps invalid",
                     0, 0, 0);
     N_in = ctx->prog.num_inputs;
     N_out = ctx->prog.num_outputs;
     L = ctx->prog.num_layers;
-    if ((flags & SL_RUN_REC_MEMBRANE) ? mem_layer >= L : mem_layer != 0)
+    if ((flags & SL_RUN_REC_MEMBRANE)
+            ? mem_layer >= L || ctx->prog.layers[mem_layer].record_type == SL_RECORD_POOL
+            : mem_layer != 0) /* a pooling record has no membranes */
         return fail(ctx, SL_ERR_BAD_INPUT, SL_MSG_RUN, mem_layer, "RUN mem_layer ", 1, mem_layer,
                     " invalid");
     row_in = (N_in + 7u) / 8u;
@@ -378,6 +405,12 @@ static sl_status do_run(sl_proto *ctx, const sl_frame *f, size_t *len)
             for (i = 0; i < N_in; i++)
                 ctx->in_spk[i] = (uint8_t)((p[r + i / 8u] >> (i % 8u)) & 1u);
             r += row_in;
+        } else if (enc == SL_ENC_VALUES) {
+            memcpy(ctx->in_spk, p + r, N_in);
+            r += N_in;
+        } else if (enc == SL_ENC_HELD) {
+            if (s == 0)
+                memcpy(ctx->in_spk, p + r, N_in); /* the same vector every step of the frame */
         } else {
             uint32_t w = event_width(N_in), c = get_w(p + r, w), k;
             memset(ctx->in_spk, 0, N_in);

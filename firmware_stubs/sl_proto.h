@@ -20,7 +20,8 @@ enum {
     SL_MSG_RUN = 0x05, SL_MSG_READ = 0x06, SL_MSG_RESPONSE = 0x80, SL_MSG_ERROR = 0xFF
 };
 enum { SL_RUN_BEGIN = 0x01, SL_RUN_COUNTERS = 0x02, SL_RUN_REC_SPIKES = 0x04, SL_RUN_REC_MEMBRANE = 0x08 };
-enum { SL_ENC_BITMAP = 0, SL_ENC_EVENTS = 1 };
+/* RUN input encodings: spikes (0, 1; also OUTPUT's), graded int8 values (2, 3). */
+enum { SL_ENC_BITMAP = 0, SL_ENC_EVENTS = 1, SL_ENC_VALUES = 2, SL_ENC_HELD = 3 };
 
 /* Output stream: write all n bytes, return 0 on success (non-zero: the link is gone). */
 typedef struct {
@@ -56,7 +57,7 @@ typedef struct {
 
     sl_core core;
     uint32_t step; /* steps run since the last BEGIN/LOAD/RESET */
-    uint8_t in_spk[SL_MAX_INPUTS];
+    uint8_t in_spk[SL_MAX_INPUTS];   /* one step's input: spikes 0/1, or int8 values (graded) */
     uint8_t out_spk[SL_MAX_NEURONS];
     sl_counter counters[SL_MAX_LAYERS];
     sl_diag diag;

@@ -17,14 +17,15 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from snn.encoding import require_spike_input
+import encoders
 from snn.finite import require_finite
 from snn.model import build_model
 from snn.spec import AvgPool2d, Conv2d, Flatten, Linear, MaxPool2d, ModelSpec, RLeaky, Synaptic
 
 from . import sim_kernel
-from .profiles import Profile, get_profile
-from .program import NAME_BYTES, LayerProgram, Program, ProgramError, bias_representable
+from .profiles import PROFILES, Profile, get_profile
+from .program import (NAME_BYTES, LayerProgram, MapGeometry, PoolProgram, Program, ProgramError,
+                      bias_representable)
 
 COMPILER_VERSION = 1
 INT8_MIN, INT8_MAX = -128, 127
@@ -39,32 +40,115 @@ class CompileError(ValueError):
 
 @dataclass(frozen=True)
 class Stage:
-    """One device layer: spec index of its dense synapses (None: identity) and of its neurons."""
+    """One device layer: spec index of its synapses (dense `Linear`, or `Conv2d` for kind "conv";
+    None: identity) and of its neurons (for kind "pool": of the pooling layer itself).
+
+    kind: "dense", "conv" (a convolution record, optionally pooling its accumulations: spec index
+    `pool`) or "pool" (a pooling record of the previous layer's spikes). geometry: the record's
+    MapGeometry (conv, pool). input_gain: the float value of one unit of the stage's integer input
+    (1/input_scale for graded input, 1/pk² after an average pool of spikes, else 1), folded into
+    its weights; input_max: the largest input value (127 graded, pk² after a sum pool, else 1)."""
 
     linear: int | None
     neuron: int
     fan_in: int
     num_neurons: int
+    kind: str = "dense"
+    pool: int | None = None
+    geometry: MapGeometry | None = None
+    input_gain: float = 1.0
+    input_max: int = 1
+
+
+def input_scale_for(spec: ModelSpec) -> float:
+    """Graded input: the program's input_scale S = 127 / max|v| for the analog encoder's currents
+    v = gain·x, x in [0, 1] (docs/fixed_point.md, "Graded input"), as the float32 it is stored in."""
+    gain = float(spec.encoder.get("gain", 1.0))
+    if not math.isfinite(gain) or gain == 0:
+        raise CompileError(f"encoder gain must be finite and non-zero to quantize graded input, got {gain!r}")
+    return float(np.float32(127.0 / abs(gain)))
+
+
+def _graded_input(spec: ModelSpec, profile: Profile) -> bool:
+    """Whether the program takes graded input; refuses analog models on spike-only profiles."""
+    if encoders.is_spike_encoder(spec.encoder["type"]):
+        return False
+    if not profile.supports_graded_input:
+        graded = [n for n, pr in PROFILES.items() if pr.supports_graded_input]
+        raise CompileError(f"model spec {spec.name!r} uses the analog encoder {spec.encoder['type']!r} (real-valued "
+                           f"input currents); profile {profile.name!r} takes spike input only "
+                           f"(supports_graded_input=false; profiles with graded input: {graded}); train the model "
+                           f"with a spike encoder ({', '.join(sorted(set(encoders.ENCODERS) - encoders.ANALOG_ENCODERS))})")
+    return True
+
+
+def _pool_geometry(layer, shape, conv: MapGeometry | None = None) -> MapGeometry:
+    kind = "max" if isinstance(layer, MaxPool2d) else "sum"
+    if conv is not None:
+        return MapGeometry(conv.in_channels, conv.in_height, conv.in_width, conv.out_channels, conv.kernel,
+                           conv.stride, conv.padding, kind, layer.kernel_size, layer.effective_stride)
+    c, h, w = shape
+    return MapGeometry(c, h, w, c, pool=kind, pool_kernel=layer.kernel_size, pool_stride=layer.effective_stride)
 
 
 def plan_stages(spec: ModelSpec, profile: Profile) -> list[Stage]:
-    """Group spec layers into device layers, refusing what the profile cannot run."""
+    """Group spec layers into device layers, refusing what the profile cannot run.
+
+    Linear → neuron: a dense layer. Conv2d [→ MaxPool2d | AvgPool2d] → neuron: a convolution
+    record (pooling its integer accumulations). neuron → MaxPool2d | AvgPool2d: a pooling record of
+    the spikes (OR / count; an average pool's 1/pk² goes into the next layer's weights). Flatten is
+    free (maps are stored C-major, torch's flatten order)."""
     shapes = spec.shapes()
     in_shapes = [spec.input_shape] + shapes[:-1]
-    stages, pending = [], None
+    graded = _graded_input(spec, profile)
+    stages: list[Stage] = []
+    pending, pend_pool, conv_geo = None, None, None
+    gain, in_max = (1.0 / input_scale_for(spec), 127) if graded else (1.0, 1)
     for i, layer in enumerate(spec.layers):
         where = f"layer {i} ({layer.type_name})"
-        if isinstance(layer, (Conv2d, MaxPool2d, AvgPool2d)):
+        if isinstance(layer, (Conv2d, MaxPool2d, AvgPool2d)) and not profile.supports_conv:
             why = "convolution" if isinstance(layer, Conv2d) else "pooling"
+            with_conv = [n for n, pr in PROFILES.items() if pr.supports_conv]
             raise CompileError(f"{where}: profile {profile.name!r} does not support {why} layers "
-                               f"(supports_conv={profile.supports_conv}); only dense (linear) networks compile")
+                               f"(supports_conv=false; profiles with convolution: {with_conv}); only dense "
+                               f"(linear) networks compile for it")
         if isinstance(layer, Flatten):
             continue
-        if isinstance(layer, Linear):
+        if isinstance(layer, (Linear, Conv2d)):
             if pending is not None:
-                raise CompileError(f"{where}: two linear layers without a spiking layer between them "
-                                   f"(layers {pending} and {i}); the device needs neurons after every synapse matrix")
+                raise CompileError(f"{where}: two synapse layers without a spiking layer between them "
+                                   f"(layers {pending} and {i}); the device needs neurons after every synapse layer")
             pending = i
+            if isinstance(layer, Conv2d):
+                c, h, w = in_shapes[i]
+                try:
+                    conv_geo = MapGeometry(c, h, w, layer.out_channels, layer.kernel_size, layer.stride,
+                                           layer.padding)
+                except ProgramError as e:
+                    raise CompileError(f"{where}: {e.message}") from None
+            continue
+        if isinstance(layer, (MaxPool2d, AvgPool2d)):
+            if pending is not None and conv_geo is not None and pend_pool is None:
+                pend_pool = i  # pools the convolution's accumulations
+                try:
+                    conv_geo = _pool_geometry(layer, None, conv_geo)
+                except ProgramError as e:
+                    raise CompileError(f"{where}: {e.message}") from None
+                continue
+            if pending is not None:
+                raise CompileError(f"{where}: pooling after a linear layer (or a second pool after a convolution) "
+                                   f"has no device representation; pool a convolution's output or a spiking "
+                                   f"layer's spikes")
+            if not stages or stages[-1].kind == "pool":
+                raise CompileError(f"{where}: pooling must follow a spiking layer or a convolution (the device "
+                                   f"pools a neuron layer's spikes, not the network input nor another pool)")
+            try:
+                geo = _pool_geometry(layer, in_shapes[i])
+            except ProgramError as e:
+                raise CompileError(f"{where}: {e.message}") from None
+            stages.append(Stage(None, i, geo.fan_in, geo.num_outputs, kind="pool", geometry=geo))
+            pk2 = layer.kernel_size ** 2
+            gain, in_max = (1.0 / pk2, pk2) if isinstance(layer, AvgPool2d) else (1.0, 1)
             continue
         if not layer.spiking:
             raise CompileError(f"{where}: layer type {layer.type_name!r} has no device representation")
@@ -76,22 +160,35 @@ def plan_stages(spec: ModelSpec, profile: Profile) -> list[Stage]:
         if layer.reset not in profile.reset_modes:
             raise CompileError(f"{where}: reset {layer.reset!r} is not supported by profile {profile.name!r} "
                                f"(supported: {list(profile.reset_modes)})")
+        if conv_geo is not None and family not in ("leaky", "synaptic"):
+            raise CompileError(f"{where}: a convolution feeds leaky or synaptic neurons on the device, not {family!r}")
         n = math.prod(shapes[i])
         fan_in = math.prod(in_shapes[pending]) if pending is not None else math.prod(in_shapes[i])
         # a chip of fixed shape (layer_roles) is checked per role below, with its own limits
         if n > profile.max_neurons_per_layer and not profile.layer_roles:
             raise CompileError(f"{where}: {n} neurons exceed the profile {profile.name!r} limit "
                                f"max_neurons_per_layer={profile.max_neurons_per_layer}")
-        if fan_in > profile.max_fan_in and not profile.layer_roles:
-            raise CompileError(f"{where}: fan-in {fan_in} exceeds the profile {profile.name!r} limit "
+        window = conv_geo.window_fan_in if conv_geo is not None else 0
+        if max(fan_in, window) > profile.max_fan_in and not profile.layer_roles:
+            raise CompileError(f"{where}: fan-in {max(fan_in, window)} exceeds the profile {profile.name!r} limit "
                                f"max_fan_in={profile.max_fan_in}")
         if pending is None and fan_in != n:
             raise CompileError(f"{where}: a spiking layer without a linear layer before it must keep its "
                                f"input size ({fan_in} -> {n})")
-        stages.append(Stage(pending, i, fan_in, n))
-        pending = None
+        if pending is None and (gain != 1.0 or in_max != 1):
+            raise CompileError(f"{where}: a spiking layer right after graded input or an average pool needs "
+                               f"weights before it (the device folds the input's scale into them)")
+        kind = "conv" if conv_geo is not None else "dense"
+        stages.append(Stage(pending, i, fan_in, n, kind=kind, pool=pend_pool, geometry=conv_geo,
+                            input_gain=gain, input_max=in_max))
+        pending, pend_pool, conv_geo = None, None, None
+        gain, in_max = 1.0, 1
     if pending is not None:
-        raise CompileError(f"layer {pending} (linear): no spiking layer after it")
+        raise CompileError(f"layer {pending} ({spec.layers[pending].type_name}): no spiking layer after it")
+    total = sum(st.num_neurons for st in stages)
+    if profile.max_neurons_total is not None and total > profile.max_neurons_total:
+        raise CompileError(f"the device layers hold {total} neurons together, above the profile {profile.name!r} "
+                           f"limit max_neurons_total={profile.max_neurons_total}")
     roles = profile.roles_for(len(stages)) if profile.layer_roles else ()
     if profile.layer_roles and roles is None:
         raise CompileError(f"{len(stages)} device layers: " + profile.role_violation(0, len(stages), 0, 0, 0))
@@ -190,10 +287,12 @@ def _stats(requested: np.ndarray, effective: np.ndarray) -> dict:
             "max_abs_error": float(np.abs(requested - effective).max())}
 
 
-def _shift_for(profile: Profile, w_q: np.ndarray, bias_f: np.ndarray, thr_f: np.ndarray, s: np.ndarray) -> int:
+def _shift_for(profile: Profile, w_q: np.ndarray | None, bias_f: np.ndarray, thr_f: np.ndarray, s: np.ndarray,
+               input_max: int = 1, row_abs: np.ndarray | None = None) -> int:
     """Per-layer left shift: the largest that keeps the profile's state range clear of overflow
-    (mcu: |input| and θ below 2^28 of 2^31; xylo: θ below 2^12 of 2^15; loihi: see _compile_loihi)."""
-    row = np.abs(w_q.astype(np.int64)).sum(axis=1)
+    (mcu: |input| and θ below 2^28 of 2^31; xylo: θ below 2^12 of 2^15; loihi: see _compile_loihi).
+    The largest |A| of neuron i is Σ_j |W_q[i, j]| · input_max (or `row_abs` given per neuron)."""
+    row = row_abs if row_abs is not None else np.abs(w_q.astype(np.int64)).sum(axis=1) * input_max
     cap = {"mcu": 2 ** 28, "xylo-like": XYLO_THRESHOLD_CAP, "xylosim": XYLO_THRESHOLD_CAP}[profile.arithmetic]
     max_shift = min(profile.max_w_shift, 16)
     shift = 0
@@ -222,20 +321,23 @@ def compile_model(spec: ModelSpec, state_dict: dict, profile: str | Profile, nam
                            + f"); max_spikes={max_spikes} does not apply")
     # NaN would surface as a misleading int32-range error and Inf as all-zero weights
     require_finite(state_dict, f"cannot compile for profile {prof.name!r}", CompileError)
-    require_spike_input(spec, f"profile {prof.name!r}")
     stages = plan_stages(spec, prof)
     model = build_model(spec, state_dict, dtype=torch.float64)
     nparams = model.neuron_parameters()
     sd = {k: v.detach().to(torch.float64).cpu().numpy() for k, v in model.state_dict().items()}
     layers, reports, xylo_inputs = [], [], []
     for k, st in enumerate(stages):
+        if st.kind == "pool":
+            layers.append(PoolProgram(st.geometry))
+            reports.append(_pool_report(k, st))
+            continue
         lspec = spec.layers[st.neuron]
         where = f"layer {st.neuron} ({lspec.type_name})"
         w, b, rec_w = _stage_synapses(st, lspec, sd)
         p = {n: v.numpy() for n, v in nparams[st.neuron].items()}
         try:
             role = prof.roles_for(len(stages))[k] if prof.layer_roles else None
-            layer, rep = _compile_stage(prof, lspec, w, b, p, rec_w, where, max_spikes, role)
+            layer, rep = _compile_stage(prof, lspec, w, b, p, rec_w, where, max_spikes, role, st)
         except ProgramError as e:
             raise CompileError(str(e)) from None
         layers.append(layer)
@@ -248,13 +350,20 @@ def compile_model(spec: ModelSpec, state_dict: dict, profile: str | Profile, nam
 
 
 def _stage_synapses(st, lspec, arrays: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """(w [N, fan_in], b [N], rec_w [N, N] or None) of one stage from float64 arrays by state-dict
-    key: identity and zero bias for a stage with no linear layer; a dense recurrent bias added to b."""
+    """(w, b [N], rec_w [N, N] or None) of one stage from float64 arrays by state-dict key: w is
+    [N, fan_in] (dense) or [C_out, C_in, k, k] (conv), times the stage's input_gain; b per neuron (a
+    conv's channel bias repeated over the output map, times pk² under a sum pool); identity and zero
+    bias for a stage with no linear layer; a dense recurrent bias added to b."""
     if st.linear is None:
         w, b = np.eye(st.num_neurons), np.zeros(st.num_neurons)
     else:
-        w = arrays[f"layers.{st.linear}.weight"]
-        b = arrays.get(f"layers.{st.linear}.bias", np.zeros(st.num_neurons))
+        w = arrays[f"layers.{st.linear}.weight"] * st.input_gain
+        if st.kind == "conv":
+            g = st.geometry
+            b_c = arrays.get(f"layers.{st.linear}.bias", np.zeros(g.out_channels))
+            b = np.repeat(b_c, g.out_height * g.out_width)  # an average pool keeps a channel's bias as is
+        else:
+            b = arrays.get(f"layers.{st.linear}.bias", np.zeros(st.num_neurons))
     rec_w = None
     if isinstance(lspec, RLeaky) and lspec.all_to_all:
         rec_w = arrays[f"layers.{st.neuron}.recurrent.weight"]
@@ -265,38 +374,65 @@ def _stage_synapses(st, lspec, arrays: dict) -> tuple[np.ndarray, np.ndarray, np
 
 
 def _stage_report(k: int, st, layer, rep: dict) -> dict:
-    return {"device_layer": k, "spec_layers": [i for i in (st.linear, st.neuron) if i is not None],
-            "neuron_type": layer.neuron_type, "reset": layer.reset, "fan_in": st.fan_in,
-            "num_neurons": st.num_neurons} | rep
+    return ({"device_layer": k, "kind": st.kind,
+             "spec_layers": [i for i in (st.linear, st.pool, st.neuron) if i is not None],
+             "neuron_type": layer.neuron_type, "reset": layer.reset, "fan_in": st.fan_in,
+             "num_neurons": st.num_neurons}
+            | ({"geometry": st.geometry.to_dict()} if st.geometry is not None else {}) | rep)
+
+
+def _pool_report(k: int, st) -> dict:
+    return {"device_layer": k, "kind": "pool", "spec_layers": [st.neuron], "fan_in": st.fan_in,
+            "num_neurons": st.num_neurons, "geometry": st.geometry.to_dict()}
 
 
 def _assemble_program(prof: Profile, spec: ModelSpec, name: str | None, layers: list, reports: list) -> Program:
     prog_name = (name or spec.name)[:NAME_BYTES]
     report = {"compiler_version": COMPILER_VERSION, "profile": prof.name, "layers": reports}
+    graded = _graded_input(spec, prof)
+    scale = input_scale_for(spec) if graded else 0.0
+    if graded:
+        report["input"] = {"kind": "graded", "input_scale": scale, "encoder": dict(spec.encoder),
+                           "levels": "q = clamp(round(v * input_scale), -128, 127)"}
     try:
         prog = Program(profile=prof.name, layers=tuple(layers), num_steps=spec.num_steps,
                        dt_ns=max(1, round(spec.dt_s * 1e9)), name=prog_name.encode("ascii", "replace").decode(),
-                       report=report)
+                       report=report, graded_input=graded, input_scale=scale)
     except ProgramError as e:
         raise CompileError(str(e)) from None
     report["program_bytes"] = prog.size_bytes()
     return prog
 
 
-def _compile_stage(prof: Profile, lspec, w, b, p, rec_w, where, max_spikes=1, role=None):
+def _compile_stage(prof: Profile, lspec, w, b, p, rec_w, where, max_spikes=1, role=None, st: Stage | None = None):
     thr_f = p["threshold"]
     beta = p["beta"]
     if (thr_f <= 0).any():
         raise CompileError(f"{where}: thresholds must be positive to compile, got min {thr_f.min():.4g}")
-    s = row_scales(w)
+    in_max = st.input_max if st is not None else 1
+    conv = st.geometry if st is not None and st.kind == "conv" else None
+    if conv is not None:  # per output channel scales, shared by the channel's neurons (mcu only)
+        rows = w.reshape(conv.out_channels, -1)
+        s_c = row_scales(rows)
+        w_q4, clipped = _quantize_int8(w, s_c[:, None, None, None])
+        per = conv.out_height * conv.out_width
+        unit = conv.pool_kernel ** 2 if conv.pool == "sum" else 1  # the device sums what the model averages
+        s = np.repeat(s_c, per) * unit
+        row_abs = np.repeat(np.abs(w_q4.astype(np.int64)).reshape(conv.out_channels, -1).sum(axis=1), per) * unit
+        shift = _shift_for(prof, None, b, thr_f, s, row_abs=row_abs * in_max)
+        w_q, w_rows, s_rows = w_q4, rows, s_c
+    else:
+        s = row_scales(w)
     if prof.arithmetic == "loihi":
         return _compile_loihi(prof, lspec, w, b, p, s, where)
     if prof.arithmetic == "xylosim":
         return _compile_xylosim(prof, lspec, w, b, p, s, where, role)
-    if prof.arithmetic == "xylo-like":
+    if conv is None and prof.arithmetic == "xylo-like":
         s = np.minimum(s, XYLO_THRESHOLD_CAP / thr_f)  # keep θ·K inside int16 with headroom
-    w_q, clipped = _quantize_int8(w, s[:, None])
-    shift = _shift_for(prof, w_q, b, thr_f, s)
+    if conv is None:
+        w_q, clipped = _quantize_int8(w, s[:, None])
+        shift = _shift_for(prof, w_q, b, thr_f, s, in_max)
+        w_rows, s_rows = w, s
     K = s * 2 ** shift
     notes = []
     bias_q = np.round(b * K)
@@ -348,8 +484,8 @@ def _compile_stage(prof: Profile, lspec, w, b, p, rec_w, where, max_spikes=1, ro
     if prof.arithmetic == "xylo-like" and lspec.reset == "subtract":
         notes.append("xylo-like subtracts the threshold before the next decay (effectively beta*threshold)")
     layer = LayerProgram(neuron_type=neuron_type, reset=lspec.reset, w_shift=shift, weights=w_q,
-                         bias=bias_q, threshold=thr_q, decay_mem=d_mem, **kw)
-    rep = _weight_report(w, w_q, s, clipped) | {
+                         bias=bias_q, threshold=thr_q, decay_mem=d_mem, conv=conv, **kw)
+    rep = _weight_report(w_rows, w_q.reshape(w_rows.shape), s_rows, clipped) | {
         "w_shift": shift, "scale": _scale_stats(K), "bias_clipped_fraction": bias_clipped,
         "threshold": _stats(thr_f, (thr_q - (1 if prof.arithmetic == "xylo-like" else 0)) / K),
         "beta": _stats(beta, effective_decay(prof, d_mem))} | rep
@@ -536,7 +672,6 @@ class Recompiler:
 
     def __init__(self, spec: ModelSpec, profile: str | Profile, name: str | None = None):
         self.spec, self.prof, self.name = spec, get_profile(profile), name
-        require_spike_input(spec, f"profile {self.prof.name!r}")
         self.stages = plan_stages(spec, self.prof)
         synapse_keys = set()
         for st in self.stages:
@@ -568,11 +703,15 @@ class Recompiler:
         nparams = self._neuron_params(state_dict)
         layers, reports = [], []
         for k, st in enumerate(self.stages):
+            if st.kind == "pool":
+                layers.append(PoolProgram(st.geometry))
+                reports.append(_pool_report(k, st))
+                continue
             lspec = spec.layers[st.neuron]
             where = f"layer {st.neuron} ({lspec.type_name})"
             w, b, rec_w = _stage_synapses(st, lspec, arrays)
             try:
-                layer, rep = _compile_stage(prof, lspec, w, b, nparams[st.neuron], rec_w, where, max_spikes, None)
+                layer, rep = _compile_stage(prof, lspec, w, b, nparams[st.neuron], rec_w, where, max_spikes, None, st)
             except ProgramError as e:
                 raise CompileError(str(e)) from None
             reports.append(_stage_report(k, st, layer, rep))

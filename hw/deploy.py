@@ -17,13 +17,28 @@ from snn.encoding import encode_samples
 from snn.spec import ModelSpec
 from snn.training import EVAL_SEED, predict
 
+from encoders import is_spike_encoder
+
 from .device import Device, RunResult
+from .fixed_point import quantize_input
+from .program import Program
 
 
-def device_inputs(spec: ModelSpec, x: torch.Tensor, sample_ids, seed: int = EVAL_SEED) -> torch.Tensor:
-    """x: [B, *input_shape] intensities -> input spikes [T, B, N_in] uint8 (flattened features)."""
+def device_inputs(spec: ModelSpec, x: torch.Tensor, sample_ids, seed: int = EVAL_SEED,
+                  program: Program | None = None) -> torch.Tensor:
+    """x: [B, *input_shape] intensities -> the device input [T, B, N_in] (flattened features):
+    spikes as uint8, or, for a model with an analog encoder (`direct`) compiled with graded input,
+    the encoder's currents quantized with the program's input_scale as int8
+    (`hw.fixed_point.quantize_input`; `program` is then required)."""
     s = encode_samples(spec, x.reshape(x.shape[0], *spec.input_shape), sample_ids, seed)
-    return s.reshape(s.shape[0], s.shape[1], -1).to(torch.uint8)
+    s = s.reshape(s.shape[0], s.shape[1], -1)
+    if is_spike_encoder(spec.encoder["type"]):
+        return s.to(torch.uint8)
+    if program is None or not program.graded_input:
+        raise ValueError(f"model spec {spec.name!r} uses the analog encoder {spec.encoder['type']!r}: its device "
+                         f"input is graded (int8 currents); pass the compiled program (with graded input) "
+                         f"so that its input_scale quantizes them")
+    return quantize_input(s, program.input_scale)
 
 
 @dataclass
@@ -41,16 +56,18 @@ class DeviceRun:
 
 
 def run_dataset(device: Device, spec: ModelSpec, x: torch.Tensor, batch_size: int = 256,
-                seed: int = EVAL_SEED, progress: bool = False, inputs: torch.Tensor | None = None) -> DeviceRun:
+                seed: int = EVAL_SEED, progress: bool = False, inputs: torch.Tensor | None = None,
+                program: Program | None = None) -> DeviceRun:
     """Run every sample of `x` ([N, *input_shape]) through a loaded device in batches.
 
-    inputs: precomputed `device_inputs` ([T, N, N_in]); encoded here when None."""
+    inputs: precomputed `device_inputs` ([T, N, N_in]); encoded here when None (with `program`, the
+    loaded one, for graded input)."""
     n = x.shape[0]
     outs, counters, seconds = [], {}, 0.0
     starts = range(0, n, batch_size)
     for lo in tqdm(starts, desc=f"run {device.uri or type(device).__name__}", disable=not progress):
         ids = list(range(lo, min(n, lo + batch_size)))
-        s = inputs[:, lo:lo + len(ids)] if inputs is not None else device_inputs(spec, x[lo:lo + len(ids)], ids, seed)
+        s = inputs[:, lo:lo + len(ids)] if inputs is not None else device_inputs(spec, x[lo:lo + len(ids)], ids, seed, program)
         t0 = time.perf_counter()
         res: RunResult = device.run(s)
         seconds += time.perf_counter() - t0

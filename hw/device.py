@@ -128,6 +128,34 @@ def check_input_spikes(spikes: torch.Tensor, num_inputs: int) -> torch.Tensor:
     return spikes.to(torch.uint8)
 
 
+def check_graded_input(values: torch.Tensor, num_inputs: int) -> torch.Tensor:
+    """Validate [T, B, N_in] graded input (program format v2 GRADED_INPUT): integers in [-128, 127]
+    (any integer dtype, or floats holding integers; make them from currents with
+    `hw.fixed_point.quantize_input`); returns them as int8."""
+    if not isinstance(values, torch.Tensor):
+        raise TypeError(f"graded input must be a torch.Tensor [T, B, N_in], got {type(values).__name__}")
+    if values.dim() != 3 or values.shape[2] != num_inputs:
+        raise ValueError(f"graded input must be [T, B, {num_inputs}] (the program's inputs), got {list(values.shape)}")
+    if values.shape[0] < 1 or values.shape[1] < 1:
+        raise ValueError(f"graded input must have T >= 1 and B >= 1, got {list(values.shape)}")
+    if values.dtype == torch.bool:
+        return values.to(torch.int8)
+    if values.dtype.is_floating_point and not bool((values == values.round()).all()):  # also NaN
+        raise ValueError("graded input must hold integers (quantize currents with "
+                         "hw.fixed_point.quantize_input and the program's input_scale)")
+    if values.numel() and (bool(values.amin() < -128) or bool(values.amax() > 127)):
+        raise ValueError(f"graded input must be int8 values in [-128, 127], got "
+                         f"[{values.amin().item()}, {values.amax().item()}]")
+    return values.to(torch.int8)
+
+
+def check_input(x: torch.Tensor, program: Program) -> torch.Tensor:
+    """The input a device runs `program` on: spikes (uint8) or, with graded input, int8 values."""
+    if program.graded_input:
+        return check_graded_input(x, program.num_inputs)
+    return check_input_spikes(x, program.num_inputs)
+
+
 def as_program(program: Program | bytes | bytearray, expected_profile: str | None = None) -> Program:
     """A `Program` from a Program or its bytes (validated; `ProgramError` if bad)."""
     if isinstance(program, Program):

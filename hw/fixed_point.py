@@ -14,7 +14,7 @@ from typing import Callable, NamedTuple
 
 import torch
 
-from .program import LayerProgram
+from .program import LayerProgram, MapGeometry
 
 F32_EXACT = 2 ** 24   # every integer of magnitude <= 2**24 is a float32
 F64_EXACT = 2 ** 53
@@ -46,20 +46,32 @@ class LayerParams(NamedTuple):
     rec_shift: int
     rec_gain: torch.Tensor | None
     max_spikes: int                  # spikes per step (1 for mcu/loihi)
+    conv: MapGeometry | None = None  # a convolution record: weights_t is then W [C_out, C_in, k, k]
+    max_abs_weight: int = 128        # max |W| of the layer (conv: the exactness bound of `conv_input`)
+    input_cover: torch.Tensor | None = None  # conv: [H, W] float64, `conv_input_cover`
 
 
 def layer_params(layer: LayerProgram, device: torch.device | str) -> LayerParams:
+    """The device tensors of a dense or convolution `LayerProgram` (not of a pooling record)."""
     def vec(a):
         return None if a is None else torch.as_tensor(a.astype("int64"), device=device)
 
     def mat_t(a):
         return None if a is None else torch.as_tensor(a.astype("float32").T.copy(), device=device)
 
-    w_t = mat_t(layer.weights)
+    g = getattr(layer, "conv", None)
+    if g is None:
+        w_t = mat_t(layer.weights)
+        conv = {}
+    else:  # conv: W itself (float32 [C_out, C_in, k, k], exact int8 values), no transpose
+        w_t = torch.as_tensor(layer.weights.astype("float32"), device=device)
+        cover = torch.as_tensor(conv_input_cover(g).astype("float64"), device=device)
+        conv = dict(conv=g, max_abs_weight=max(1, int(abs(layer.weights.astype("int64")).max())),
+                    input_cover=cover)
     return LayerParams(layer.neuron_type, layer.reset, int(layer.w_shift), w_t, w_t * float(2 ** layer.w_shift),
                        vec(layer.bias), vec(layer.threshold), vec(layer.decay_mem), vec(layer.decay_syn),
                        mat_t(layer.rec_weights), int(layer.rec_shift), vec(layer.rec_gain),
-                       max(1, int(layer.max_spikes)))
+                       max(1, int(layer.max_spikes)), **conv)
 
 
 def init_state(batch: int, n: int, device, counts: bool = False) -> NeuronState:
@@ -336,3 +348,179 @@ def step(profile: str, a: torch.Tensor, state: NeuronState, params: LayerParams
     """Advance one layer of `profile` by one step. a: [B, N] int64 synaptic input A."""
     drive, step_fn = arithmetic(profile)
     return step_fn(drive(a, params), state, params)
+
+
+def quantize_input(v, input_scale: float) -> torch.Tensor:
+    """Graded input (docs/fixed_point.md, "Graded input"): the int8 values a device receives for real
+    currents `v` (any shape, e.g. [T, B, N_in] from the `direct` encoder) and a program's
+    `input_scale` S (float32): q = clamp(sign(v) * floor(|v| * S + 0.5), -128, 127), in float64.
+    Returns int8 of v's shape, on v's device."""
+    v = torch.as_tensor(v)
+    if not v.dtype.is_floating_point:
+        v = v.to(torch.float64)
+    if not bool(torch.isfinite(v).all()):
+        raise ValueError("graded input currents must be finite (got NaN or inf)")
+    scale = float(torch.tensor(float(input_scale), dtype=torch.float32))
+    if not scale > 0:
+        raise ValueError(f"input_scale must be > 0, got {input_scale!r}")
+    v = v.to(torch.float64)
+    q = torch.sign(v) * torch.floor(v.abs() * scale + 0.5)
+    return q.clamp_(-128, 127).to(torch.int8)
+
+
+# ------------------------------------------------ convolution, pooling and graded input (format v2)
+# docs/fixed_point.md, Common rules, "Convolution, pooling and graded input". Maps are C-major
+# [R, C, H, W] for R = T·B rows (every step of every sample at once: the layers are feed-forward).
+
+def _float32_conv_is_exact(device: torch.device) -> bool:
+    """float32 convolutions are exact on integers below 2**24 only at full fp32 precision: on CPU
+    oneDNN's direct convolution (or im2col + GEMM) with no bf16/tf32 math mode (NNPACK's Winograd
+    is switched off around the call, see `conv_map`); on CUDA `conv_map` uses im2col + GEMM
+    (cuDNN may pick Winograd/FFT algorithms, and TF32), so the GEMM rule applies."""
+    if not _float32_gemm_is_exact(device):
+        return False
+    if device.type == "cpu":
+        try:
+            modes = (torch.backends.mkldnn.fp32_precision, torch.backends.mkldnn.conv.fp32_precision)
+        except AttributeError:
+            return True
+        return all(m in ("none", "ieee") for m in modes)
+    return True
+
+
+def exact_float_dtype(bound: int, device: torch.device, conv: bool = False) -> torch.dtype | None:
+    """The float dtype in which sums of products with |partial sums| <= bound are exact on `device`
+    (float32 up to 2**24 at full fp32 precision, float64 up to 2**53), or None (use integers)."""
+    f32_ok = _float32_conv_is_exact(device) if conv else _float32_gemm_is_exact(device)
+    if bound <= F32_EXACT and f32_ok:
+        return torch.float32
+    if bound <= F64_EXACT:
+        return torch.float64
+    return None
+
+
+def _window_slices(m: torch.Tensor, k: int, stride: int, out_h: int, out_w: int):
+    """The k·k strided views m[..., dy + stride·y, dx + stride·x] ([R, C, out_h, out_w]) of every
+    window offset (dy, dx)."""
+    for dy in range(k):
+        for dx in range(k):
+            yield dy, dx, m[:, :, dy: dy + stride * (out_h - 1) + 1: stride, dx: dx + stride * (out_w - 1) + 1: stride]
+
+
+def pool_windows(m: torch.Tensor, kind: str, pk: int, ps: int, out_h: int, out_w: int) -> torch.Tensor:
+    """Max or sum of m [R, C, Hc, Wc] over the windows Win(y, x) = {(y·ps + dy, x·ps + dx)} ->
+    [R, C, out_h, out_w], in m's dtype (exact for integers: max picks a value; a sum of pk² values
+    is exact where the caller's bound allows it)."""
+    out = None
+    for _, _, v in _window_slices(m, pk, ps, out_h, out_w):
+        if out is None:
+            out = v.clone()
+        elif kind == "max":
+            torch.maximum(out, v, out=out)
+        elif kind == "sum":
+            out += v
+        else:
+            raise ValueError(f"pool kind must be 'max' or 'sum', got {kind!r}")
+    return out
+
+
+def _conv_int64(s: torch.Tensor, w: torch.Tensor, g: MapGeometry) -> torch.Tensor:
+    """C [R, C_out, Hc, Wc] int64 by an exact integer sum over kernel taps and input channels
+    (elementwise int64 products: no GEMM, any device). Slow; for bounds beyond float64."""
+    s = s.to(torch.int64)
+    p = g.padding
+    if p:
+        s = torch.nn.functional.pad(s, (p, p, p, p))
+    w = w.to(device=s.device, dtype=torch.int64)
+    acc = torch.zeros(s.shape[0], g.out_channels, g.conv_height, g.conv_width, dtype=torch.int64, device=s.device)
+    for dy, dx, v in _window_slices(s, g.kernel, g.stride, g.conv_height, g.conv_width):
+        for c in range(g.in_channels):
+            acc += v[:, c: c + 1] * w[:, c, dy, dx].view(1, -1, 1, 1)
+    return acc
+
+
+def conv_map(s: torch.Tensor, w: torch.Tensor, g: MapGeometry, max_abs_input: int, max_abs_weight: int = 128,
+             extra_factor: int = 1, method: str = "auto") -> torch.Tensor:
+    """The convolution map C[r, o, y, x] = Σ_c Σ_ky Σ_kx W[o, c, ky, kx] · s[r, c, y·st − p + ky,
+    x·st − p + kx] (zero padding) exactly, [R, C_out, Hc, Wc], for s [R, C_in, H, W] integer values
+    with |s| <= max_abs_input and W [C_out, C_in, k, k] integer valued (|W| <= max_abs_weight).
+
+    Every partial sum is bounded by window_fan_in · max|W| · max|s| (times `extra_factor`, e.g.
+    pk² for a sum pool the caller adds in the same dtype); in float32 below 2**24
+    (`exact_float_dtype`), float64 below 2**53, else int64 (`_conv_int64`). Returns float32/float64
+    holding exact integers, or int64. method: "auto" (CPU: torch conv2d without NNPACK; CUDA: im2col
+    + GEMM), "conv2d", "unfold" (im2col + GEMM) or "int64" (the integer path, forced)."""
+    bound = g.window_fan_in * int(max_abs_weight) * max(int(max_abs_input), 1) * max(int(extra_factor), 1)
+    dtype = None if method == "int64" else exact_float_dtype(bound, s.device, conv=True)
+    if dtype is None:
+        return _conv_int64(s, w, g)
+    if method == "auto":
+        method = "conv2d" if s.device.type == "cpu" else "unfold"
+    x, wd = s.to(dtype), w.to(device=s.device, dtype=dtype)
+    if method == "conv2d":
+        # NNPACK's Winograd/FFT are not exact; oneDNN's direct convolution is (and is faster on
+        # channels-last input here; the layout does not change the values)
+        with torch.backends.nnpack.flags(enabled=False):
+            return torch.nn.functional.conv2d(x.contiguous(memory_format=torch.channels_last), wd,
+                                              stride=g.stride, padding=g.padding)
+    if method != "unfold":
+        raise ValueError(f"method must be auto, conv2d, unfold or int64, got {method!r}")
+    cols = torch.nn.functional.unfold(x, g.kernel, padding=g.padding, stride=g.stride)  # [R, C_in·k², L]
+    out = wd.reshape(g.out_channels, -1) @ cols                                          # [R, C_out, L]
+    return out.reshape(s.shape[0], g.out_channels, g.conv_height, g.conv_width)
+
+
+def conv_input(s: torch.Tensor, p: LayerParams, max_abs_input: int, method: str = "auto") -> torch.Tensor:
+    """A [R, N] of a convolution layer (docs/fixed_point.md): the map C of the layer's input
+    s [R, C_in·H·W] (C-major), pooled ("max"/"sum" over the windows) or not, << w_shift, flattened
+    as neuron i = (o·Ho + y)·Wo + x. Exact integers as float32/float64 or int64 (`conv_map`)."""
+    g = p.conv
+    m = s.reshape(s.shape[0], g.in_channels, g.in_height, g.in_width)
+    factor = g.pool_kernel ** 2 if g.pool == "sum" else 1
+    c = conv_map(m, p.weights_t, g, max_abs_input, p.max_abs_weight, factor, method)
+    if g.pool != "none":
+        c = pool_windows(c, g.pool, g.pool_kernel, g.pool_stride, g.out_height, g.out_width)
+    if p.w_shift:  # exact: float (only the exponent changes) or int64 (|A| < 2**55)
+        c = c * (2 ** p.w_shift) if c.dtype == torch.int64 else c * float(2 ** p.w_shift)
+    return c.reshape(s.shape[0], -1)
+
+
+def pool_record(s: torch.Tensor, g: MapGeometry) -> torch.Tensor:
+    """A pooling record: per channel, the OR ("max") or count ("sum") of s [R, C·H·W] spikes over
+    each window -> [R, C·Ho·Wo] float32 (0/1, or counts 0..pk²; exact)."""
+    m = s.reshape(s.shape[0], g.in_channels, g.in_height, g.in_width).to(torch.float32)
+    return pool_windows(m, g.pool, g.pool_kernel, g.pool_stride, g.out_height, g.out_width).reshape(s.shape[0], -1)
+
+
+def conv_input_cover(g: MapGeometry) -> "np.ndarray":
+    """[H, W] int64: for each input position, how many *used* convolution positions (y, x) read it
+    (all of them without a pool, those inside at least one pooling window with one; padding
+    excluded). A convolution record's synops are C_out · Σ_j e_j · cover[j] (docs/fixed_point.md)."""
+    import numpy as np
+    used = np.zeros((g.conv_height, g.conv_width), dtype=bool)
+    if g.pool == "none":
+        used[:] = True
+    else:
+        for y in range(g.out_height):
+            for x in range(g.out_width):
+                used[y * g.pool_stride: y * g.pool_stride + g.pool_kernel,
+                     x * g.pool_stride: x * g.pool_stride + g.pool_kernel] = True
+    cover = np.zeros((g.in_height, g.in_width), dtype=np.int64)
+    for y, x in zip(*np.nonzero(used)):
+        y0, x0 = y * g.stride - g.padding, x * g.stride - g.padding
+        cover[max(y0, 0): max(y0 + g.kernel, 0), max(x0, 0): max(x0 + g.kernel, 0)] += 1
+    return cover
+
+
+def input_events(s: torch.Tensor, graded: bool) -> torch.Tensor:
+    """e_j as float32 [R, M]: s itself for spikes and pool counts, 1 for each non-zero graded value."""
+    return (s != 0).to(torch.float32) if graded else s.to(torch.float32)
+
+
+def conv_synops(e: torch.Tensor, p: LayerParams) -> int:
+    """Σ over used positions (o, y, x) of Σ e_j over the inputs its kernel reads, over all R rows of
+    events e [R, C_in·H·W] float32, exactly: per-row channel sums (<= 4096·225 < 2**24, exact in
+    float32), then float64 (every total < 2**53)."""
+    g = p.conv
+    per_pos = e.reshape(e.shape[0], g.in_channels, g.in_height * g.in_width).sum(dim=1)  # [R, H·W]
+    return g.out_channels * int((per_pos.to(torch.float64) @ p.input_cover.reshape(-1)).sum())

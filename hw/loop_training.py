@@ -25,6 +25,7 @@ import snntorch.functional as snn_fn
 import torch
 from tqdm.auto import tqdm
 
+import encoders
 from snn.encoding import encode_batch
 from snn.model import SpikingNetwork, build_model
 from snn.spec import Leaky, ModelSpec
@@ -73,7 +74,13 @@ def _loss_sum(name: str, spikes: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 def stages_for(spec: ModelSpec, profile: str) -> list[Stage]:
     """The device layers of `spec` on `profile`; in-the-loop training needs leaky neurons."""
     stages = plan_stages(spec, get_profile(profile))
+    if not encoders.is_spike_encoder(spec.encoder["type"]):
+        raise ValueError(f"in-the-loop training takes spike-encoded models; {spec.name!r} uses the analog "
+                         f"encoder {spec.encoder['type']!r} (deploy it with `spikeloop deploy` instead)")
     for st in stages:
+        if st.kind != "dense":
+            raise ValueError(f"in-the-loop training supports dense (Linear) layers; device layer of spec "
+                             f"layer {st.neuron} is a {st.kind} record (deploy conv models with `spikeloop deploy`)")
         if not isinstance(spec.layers[st.neuron], Leaky):
             raise ValueError(f"in-the-loop training supports Leaky layers; layer {st.neuron} is "
                              f"{spec.layers[st.neuron].type_name!r}")

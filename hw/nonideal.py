@@ -207,7 +207,11 @@ def _deviate(chip: ChipModel, tag: int, sigma_q: int, k: int, v: torch.Tensor) -
 def mismatched_layer(layer: LayerProgram, k: int, chip: ChipModel) -> tuple[LayerProgram, NonidealLayer]:
     """Layer `k` of a program as chip `chip` realises it (docs/fixed_point.md, "Non-ideal chips"):
     thresholds clamp(θ + round(θσz), 1, 2^31 − 1), decays clamp(d + round(dσz), 0, 4096), and the
-    per-neuron gain max(0, 2^16 + round(2^16σz)) and noise amplitude of the step rules."""
+    per-neuron gain max(0, 2^16 + round(2^16σz)) and noise amplitude of the step rules.
+    A convolution layer's neuron i is its output-map index (o·Ho + y)·Wo + x; a pooling record
+    (no neurons) comes back unchanged with an empty NonidealLayer (k still counts it: program index)."""
+    if getattr(layer, "kind", "dense") == "pool":  # a pooling record has no neurons: nothing varies
+        return layer, NonidealLayer(None, None, None)
     if layer.num_neurons >= 1 << 16:
         raise ValueError(f"layer {k}: the non-ideal model indexes at most 65535 neurons per layer")
     sq_t, sq_l, sq_g, sq_n = chip.q16
@@ -229,15 +233,18 @@ def mismatched_layer(layer: LayerProgram, k: int, chip: ChipModel) -> tuple[Laye
         amp = (thr * sq_n + (1 << 15)) >> 16
         prefix = noise_prefix(chip.chip, k, n)
     fields = {f: getattr(layer, f) for f in ("neuron_type", "reset", "w_shift", "weights", "bias",
-                                             "rec_weights", "rec_shift", "rec_gain", "max_spikes")}
+                                             "rec_weights", "rec_shift", "rec_gain", "max_spikes", "conv")}
     eff = LayerProgram(threshold=eff_thr.numpy(), decay_mem=eff_mem.numpy(),
                        decay_syn=None if eff_syn is None else eff_syn.numpy(), **fields)
     return eff, NonidealLayer(gain, amp, prefix)
 
 
 def apply_gain(a: torch.Tensor, nl: NonidealLayer) -> torch.Tensor:
-    """A' = sign(A) · ((|A| · G + 2^15) >> 16): the feed-forward synaptic input through the gain."""
-    return a if nl.gain_q16 is None else mul_q16(a, nl.gain_q16.to(a.device))
+    """A' = sign(A') · ((|A'| · G + 2^15) >> 16) with A' = sat_40(A): the feed-forward synaptic input
+    through the gain (the saturation keeps the product in int64; docs/fixed_point.md)."""
+    if nl.gain_q16 is None:
+        return a
+    return mul_q16(a.clamp(-(1 << 39), (1 << 39) - 1), nl.gain_q16.to(a.device))
 
 
 def noise_q(nl: NonidealLayer, samples: torch.Tensor, num_steps: int) -> torch.Tensor | None:

@@ -92,6 +92,8 @@ class Profile:
     deprecated_names: tuple[str, ...] = ()  # old names that still load this profile
     layer_roles: tuple[LayerRole, ...] = ()  # fixed-shape chips: the layers' roles in order (see LayerRole)
     unsupported_reasons: dict = field(default_factory=dict)  # neuron family -> why it cannot run
+    supports_graded_input: bool = False     # program format v2 GRADED_INPUT: int8 network input
+    max_neurons_total: int | None = None    # all records' num_neurons together (state memory); None: no pool limit
     alias_of: str | None = None             # set on the object get_profile returns for a deprecated name
     version: int = PROFILE_FORMAT_VERSION
     extra: dict = field(default_factory=dict)
@@ -208,9 +210,10 @@ class Profile:
 
     def capacities(self) -> dict:
         """The limits a device reports in `DeviceInfo.capacities`."""
-        return {"max_layers": self.max_layers, "max_neurons_per_layer": self.max_neurons_per_layer,
+        caps = {"max_layers": self.max_layers, "max_neurons_per_layer": self.max_neurons_per_layer,
                 "max_fan_in": self.max_fan_in, "max_program_bytes": self.max_program_bytes,
                 "max_spikes_per_step": self.max_spikes_per_step}
+        return caps | ({"max_neurons_total": self.max_neurons_total} if self.max_neurons_total else {})
 
     def to_dict(self) -> dict:
         d = {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "extra"}

@@ -10,6 +10,10 @@ URIs: `sim` (CPU) and `sim:cuda`, both taking `profile=` (default mcu). The xylo
 (xylo-imu, xylo-audio2) run with `hw.fixed_point.xylosim_layer` and the chip's hidden → readout delay.
 A non-ideal `mcu` chip (`hw.nonideal`, docs/fixed_point.md "Non-ideal chips") is asked for with
 `sim?chip=7&mismatch=0.15&noise=0.02` (or `chip=ChipModel(...)`).
+Programs of format version 2 (convolution and pooling records, graded int8 input; profile mcu)
+run through `_run_maps`: each layer's synaptic input for all T·B steps at once (an exact
+convolution, `hw.fixed_point.conv_input`; pooling records `pool_record`), then the same time
+loop as a dense layer (the C kernel on CPU, the torch steps elsewhere).
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import torch
 from . import fixed_point as fxp
 from . import nonideal as ni
 from . import sim_kernel
-from .device import Device, DeviceError, DeviceInfo, DeviceURI, RunResult, as_program, check_input_spikes
+from .device import Device, DeviceError, DeviceInfo, DeviceURI, RunResult, as_program, check_input
 from .device import register_backend
 from .profiles import get_profile
 from .program import Program
@@ -45,6 +49,7 @@ class SimulatedDevice(Device):
         self.chip = None if chip is None or chip.ideal else chip
         self._nonideal: list[ni.NonidealLayer] = []
         self._samples = 0  # samples run since open(): the noise counter (docs/fixed_point.md)
+        self._maps = False
         self.device = torch.device(device)
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise DeviceError("sim:cuda needs a CUDA GPU, and none is available here (use 'sim')")
@@ -87,9 +92,14 @@ class SimulatedDevice(Device):
             layers = [p[0] for p in pairs]
             self._nonideal = [ni.NonidealLayer(*(None if t is None else t.to(self.device) for t in p[1]))
                               for p in pairs]
-        self._params = [fxp.layer_params(l, self.device) for l in layers]
+        maps = prog.graded_input or any(l.kind != "dense" for l in layers)
+        if maps and self.profile.arithmetic != "mcu":
+            raise DeviceError(f"convolution/pooling records and graded input run on the mcu profile only, "
+                              f"this device runs {self.profile.name!r}")
+        self._maps = maps  # the version-2 path (`_run_maps`)
+        self._params = [None if l.kind == "pool" else fxp.layer_params(l, self.device) for l in layers]
         self._w_i8 = None  # W^T as int8 [M, N] per layer, for the exact int8 GEMM of `_run_kernel`
-        if self._use_kernel() and sim_kernel.int8_gemm_exact():
+        if not maps and self._use_kernel() and sim_kernel.int8_gemm_exact():
             self._w_i8 = [p.weights_t.to(torch.int8).contiguous() for p in self._params]
         self.program = prog
 
@@ -98,13 +108,17 @@ class SimulatedDevice(Device):
         self._check_open()
 
     def run(self, spikes: torch.Tensor, probe: bool = False) -> RunResult:
-        """spikes: [T, B, N_in] {0, 1} -> RunResult(output_spikes [T, B, N_out] uint8, counters,
-        membranes/layer_spikes [T, B, N] when probe)."""
+        """spikes: [T, B, N_in] {0, 1} (a graded-input program: int8 values in [-128, 127], e.g.
+        `hw.fixed_point.quantize_input(currents, program.input_scale)`) -> RunResult(output_spikes
+        [T, B, N_out] uint8, counters, membranes/layer_spikes [T, B, N] when probe; a pooling
+        record's layer_spikes are its outputs: 0/1, or counts for a sum pool)."""
         self._check_open()
         if self.program is None:
             raise DeviceError("no program loaded: call load(program) first")
-        x = check_input_spikes(spikes, self.program.num_inputs).to(self.device)
+        x = check_input(spikes, self.program).to(self.device)
         T, B = x.shape[:2]
+        if self._maps:
+            return self._run_maps(x, probe)
         if self.profile.arithmetic == "xylosim":
             return self._run_xylosim(x, probe)
         if self._use_kernel():
@@ -165,6 +179,54 @@ class SimulatedDevice(Device):
                 membranes[k], layer_spikes[k] = mem, out
             s, in_count = out.reshape(T * B, n), total
         return RunResult(out, counters, membranes if probe else None, layer_spikes if probe else None)
+
+    def _run_maps(self, x: torch.Tensor, probe: bool) -> RunResult:
+        """mcu programs of format version 2 (docs/fixed_point.md, "Convolution, pooling and graded
+        input"): x [T, B, N_in] uint8 spikes or int8 graded values. Each layer's synaptic input A for
+        all T·B rows at once (dense: `exact_dot_float`; conv: `conv_input`; a pooling record:
+        `pool_record`), then the time loop (C kernel on CPU when fused, else the torch steps)."""
+        T, B = x.shape[:2]
+        R = T * B
+        sample0, self._samples = self._samples, self._samples + B
+        samples = torch.arange(sample0, sample0 + B, dtype=torch.int64, device=self.device)
+        drive_fn, step_fn = fxp.arithmetic("mcu")
+        kernel = self._use_kernel()
+        counters, membranes, layer_spikes = {}, {}, {}
+        h = x.reshape(R, -1)
+        graded = self.program.graded_input
+        max_abs = 128 if graded else 1  # bound on |s_j| (graded int8, pool counts pk², spikes 1)
+        out = None
+        for k, (layer, p) in enumerate(zip(self.program.layers, self._params)):
+            if layer.kind == "pool":
+                g = layer.geometry
+                h = fxp.pool_record(h, g)
+                max_abs = g.pool_kernel ** 2 if g.pool == "sum" else 1
+                counters[k] = {"spikes": 0, "synops": 0}
+                if probe:
+                    layer_spikes[k] = h.reshape(T, B, -1).to(torch.uint8).cpu()
+                continue
+            nl = self._nonideal[k] if self.chip is not None else None
+            n = p.threshold.shape[0]
+            e = fxp.input_events(h, graded)
+            if p.conv is not None:
+                a = fxp.conv_input(h, p, max_abs)
+                synops = fxp.conv_synops(e, p)
+            else:
+                a = fxp.exact_dot_float(h.to(torch.float32), p.weights_t_shifted, max_abs)
+                synops = fxp.count_exact(e) * n
+            a = a.reshape(T, B, n)
+            if kernel:
+                out, mem, _, total = sim_kernel.mcu_layer(a, p, nl, sample0, probe)
+            else:
+                noise = ni.noise_q(nl, samples, T) if nl is not None else None
+                out, mem = self._time_loop(a, p, nl, noise, probe, step_fn, drive_fn)
+                out = out.to(torch.uint8)
+                total = fxp.count_exact(out.reshape(R, n).to(torch.float32))
+            counters[k] = {"spikes": total, "synops": synops}
+            if probe:
+                membranes[k], layer_spikes[k] = mem.cpu(), out.cpu()
+            h, graded, max_abs = out.reshape(R, n), False, 1
+        return RunResult(out.cpu(), counters, membranes if probe else None, layer_spikes if probe else None)
 
     def _time_loop(self, a, p, nl, noise, probe, step_fn, drive_fn):
         """One layer step by step in torch (CUDA, loihi, xylo-like, or fused=False): a [T, B, N]

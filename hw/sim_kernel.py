@@ -14,21 +14,19 @@ weight rows of the inputs that spiked, event by event, was measured slower than 
 here: 7-18 ms against 8 ms for 784-128 at T·B = 3200 and 20 % input rate.)
 
 The C source below is compiled once per machine with the system C compiler (`cc`, or $CC) into
-$SPIKELOOP_CACHE_DIR (default ~/.cache/spikeloop), written atomically; `available()` is False when
-no compiler is found or SPIKELOOP_SIM_KERNEL=0, and `SimulatedDevice` then uses the torch loop.
+$SPIKELOOP_CACHE_DIR (default ~/.cache/spikeloop), written atomically (`snn.cbuild.build_library`);
+`available()` is False when no compiler is found or SPIKELOOP_SIM_KERNEL=0, and `SimulatedDevice`
+then uses the torch loop.
 """
 
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import os
-import shutil
-import subprocess
-import tempfile
-from pathlib import Path
 
 import torch
+
+from snn.cbuild import build_library
 
 from . import fixed_point as fxp
 
@@ -77,8 +75,9 @@ static void noise_row(int64_t N, const int64_t *amp, const int64_t *prefix, uint
 
 /* One mcu layer over T steps for B samples of N neurons (docs/fixed_point.md, profile mcu).
    a: [T, B, N] synaptic input: A = (W . s) << w_shift as float32 (a_kind 0) or float64 (1) holding
-   exact integers (hw.fixed_point.exact_dot_float), or W . s as int32 (a_kind 2, an exact int8
-   GEMM), then A = a << w_shift here; gain [N] Q16 or NULL; bias, thr, dm [N];
+   exact integers (hw.fixed_point.exact_dot_float, conv_input), or W . s as int32 (a_kind 2, an exact
+   int8 GEMM), then A = a << w_shift here, or A itself as int64 (a_kind 3, hw.fixed_point.conv_input's
+   integer path); gain [N] Q16 or NULL; bias, thr, dm [N];
    ds [N] (synaptic) or NULL; rec_gain [N] or NULL;
    rec_w [N, N] (source-major: rec_w[j * N + n]) or NULL; noise_amp, noise_prefix [N] or NULL
    (no noise), sample0: the noise counter of sample b = 0 (sample b: (sample0 + b) mod 2^32);
@@ -105,8 +104,9 @@ void sl_mcu_layer(int64_t T, int64_t B, int64_t N, int ntype, int reset,
             for (int64_t n = 0; n < N; n++) {
                 int64_t A = a_kind == 0 ? (int64_t)((const float *)a)[row + n]
                           : a_kind == 1 ? (int64_t)((const double *)a)[row + n]
+                          : a_kind == 3 ? ((const int64_t *)a)[row + n]
                           : (int64_t)((const int32_t *)a)[row + n] * ((int64_t)1 << w_shift);
-                if (gain) A = mul_q16(A, gain[n]);
+                if (gain) A = mul_q16(A < -(1LL << 39) ? -(1LL << 39) : A > (1LL << 39) - 1 ? (1LL << 39) - 1 : A, gain[n]); /* sat_40 */
                 const int64_t x = sat32(A + bias[n]);
                 const int64_t rr = rb[n];
                 int64_t un, in_ = ib[n];
@@ -226,30 +226,11 @@ _LIB = None
 _TRIED = False
 
 
-def _cache_dir() -> Path:
-    return Path(os.environ.get("SPIKELOOP_CACHE_DIR") or Path.home() / ".cache" / "spikeloop")
-
-
 def _build() -> ctypes.CDLL | None:
-    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
-    if not cc:
+    # same file name as before the build moved to snn.cbuild (the hash is over source and compiler)
+    lib = build_library("sl_sim_kernel", C_SOURCE)
+    if lib is None:
         return None
-    tag = hashlib.sha256((C_SOURCE + cc).encode()).hexdigest()[:16]
-    lib_path = _cache_dir() / f"sl_sim_kernel_{tag}.so"
-    if not lib_path.exists():
-        lib_path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=lib_path.parent) as tmp:
-            src, tmp_lib = Path(tmp) / "sl_sim_kernel.c", Path(tmp) / "k.so"
-            src.write_text(C_SOURCE)
-            # no -ffast-math, no contraction: the float32 host loops round every operation as torch does
-            cmd = [cc, "-O3", "-ffp-contract=off", "-shared", "-fPIC", "-o", str(tmp_lib), str(src)]
-            r = subprocess.run(cmd, capture_output=True, text=True)
-            if r.returncode != 0:  # a toolchain without target_clones (ifunc): one generic version
-                r = subprocess.run(cmd + ["-DSL_NO_CLONES"], capture_output=True, text=True)
-            if r.returncode != 0:
-                return None
-            os.replace(tmp_lib, lib_path)  # atomic: a concurrent build writes the same bytes
-    lib = ctypes.CDLL(str(lib_path))
     f = lib.sl_mcu_layer
     P, I64, INT = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
     f.argtypes = [I64, I64, I64, INT, INT, P, INT, I64, P, P, P, P, P, P, P, I64, P, P, I64, P, P, P, P, P, P, P, P]
@@ -284,8 +265,8 @@ def _ptr(t: torch.Tensor | None) -> int | None:
 def mcu_layer(a: torch.Tensor, p: fxp.LayerParams, nonideal=None, sample0: int = 0, probe: bool = False
               ) -> tuple[torch.Tensor, torch.Tensor | None, int, int]:
     """All T steps of one `mcu` layer from the zero state, on CPU. a: [T, B, N] synaptic input:
-    A itself (`hw.fixed_point.exact_dot_float`, float32/float64 of exact integers) or W·s as int32
-    (`int8_gemm`; the kernel applies << w_shift); nonideal: the layer's
+    A itself (`hw.fixed_point.exact_dot_float` or `conv_input`: float32/float64 of exact integers,
+    or int64) or W·s as int32 (`int8_gemm`; the kernel applies << w_shift); nonideal: the layer's
     `hw.nonideal.NonidealLayer` (gain before the drive, membrane noise `noise_q` of samples
     sample0 .. sample0 + B − 1 before the spike test, drawn here with the same generator) or None.
     Returns (spikes [T, B, N] uint8 {0, 1}, U after each step [T, B, N] int32 when probe else None,
@@ -294,9 +275,9 @@ def mcu_layer(a: torch.Tensor, p: fxp.LayerParams, nonideal=None, sample0: int =
         raise RuntimeError("the sim C kernel is not available (no C compiler, or SPIKELOOP_SIM_KERNEL=0)")
     if p.neuron_type not in NEURON_CODES or p.reset not in RESET_CODES:
         raise ValueError(f"no fused mcu kernel for neuron_type {p.neuron_type!r}, reset {p.reset!r}")
-    kinds = {torch.float32: 0, torch.float64: 1, torch.int32: 2}
+    kinds = {torch.float32: 0, torch.float64: 1, torch.int32: 2, torch.int64: 3}
     if a.dtype not in kinds or a.device.type != "cpu":
-        raise ValueError(f"a must be a CPU float32/float64/int32 tensor, got {a.dtype} on {a.device}")
+        raise ValueError(f"a must be a CPU float32/float64/int32/int64 tensor, got {a.dtype} on {a.device}")
     T, B, N = a.shape
     a = a.contiguous()
     u = torch.zeros(B, N, dtype=torch.int64)

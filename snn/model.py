@@ -20,6 +20,7 @@ import snntorch.surrogate as snn_surrogate
 import torch
 from snntorch._neurons.rleaky import RecurrentOneToOne
 from torch import nn
+from torch.nn.modules import module as _nn_module
 
 from .finite import require_finite
 from .fused_lif import leaky_multistep, rleaky_multistep, synaptic_multistep
@@ -194,11 +195,23 @@ _FUSED_KINDS = {snntorch_lib.Leaky: Leaky, snntorch_lib.Synaptic: Synaptic,
                 snntorch_lib.RLeaky: RLeaky}  # snnTorch module -> spec layer
 
 
+def _hooked(module) -> bool:
+    """Whether forward/backward hooks watch `module` (e.g. the continual-learning activity
+    recorder): a fused loop bypasses the module's own forward, so those layers step as modules."""
+    if module is None:
+        return False
+    return bool(module._forward_hooks or module._forward_pre_hooks or module._backward_hooks
+                or getattr(module, "_backward_pre_hooks", None) or _nn_module._global_forward_hooks
+                or _nn_module._global_forward_pre_hooks)
+
+
 def _recurrent_args(layer, lspec) -> dict | None:
     """The recurrent map of an snnTorch `RLeaky` as `rleaky_multistep` keywords: {weight, bias}
     for a dense `nn.Linear` (all_to_all), {V} for the elementwise map; None for anything else
     (a convolutional recurrence, a module replaced after building)."""
     rec = getattr(layer, "recurrent", None)
+    if _hooked(rec):  # the fused loop calls F.linear itself: hooks on the map would not fire
+        return None
     if lspec.all_to_all:
         if type(rec) is not nn.Linear or not layer.all_to_all:
             return None
@@ -216,6 +229,8 @@ def _fused_args(layer, lspec):
     inhibition, the spec's surrogate; RLeaky with its dense linear or elementwise recurrence),
     else None."""
     kind = _FUSED_KINDS.get(type(layer))
+    if _hooked(layer):
+        return None
     if (kind is None or not isinstance(lspec, kind) or layer.state_quant
             or layer.inhibition or not layer.reset_delay or layer.reset_mechanism_val not in (0, 1)):
         return None

@@ -56,16 +56,18 @@ def test_model_spec_with_direct_encoder_feeds_currents_to_the_first_layer():
 
 
 def test_compiler_refuses_an_analog_input_model_and_brian2_runs_it():
-    """Devices take spikes: the compiler refuses a direct-input model by name. The Brian2 reference
-    feeds the currents as a TimedArray and agrees spike for spike (docs/brian2_mapping.md)."""
+    """Spike-only profiles refuse a direct-input model by name (mcu takes it as graded int8 input,
+    tests/test_compile_conv.py). The Brian2 reference feeds the currents as a TimedArray and agrees
+    spike for spike (docs/brian2_mapping.md)."""
     from hw.compiler import compile_model
     from snn.brian2_ref import crosscheck
 
     spec = fc((4,), 2, hidden=3, num_steps=5, encoder={"type": "direct"})
     torch.manual_seed(0)
     sd = {k: (v * 4 if k.endswith("weight") else v) for k, v in build_model(spec).state_dict().items()}
-    with pytest.raises(ValueError, match="analog encoder 'direct'.*profile 'mcu' takes spike input"):
-        compile_model(spec, sd, "mcu")
+    with pytest.raises(ValueError, match="analog encoder 'direct'.*profile 'loihi' takes spike input only"):
+        compile_model(spec, sd, "loihi")
+    assert compile_model(spec, sd, "mcu").graded_input
     x = torch.rand(5, 2, 4, generator=torch.Generator().manual_seed(1))
     d = crosscheck((spec, sd), x).to_dict(per_neuron=False)
     assert d["spike_agreement"] == 1.0 and d["exact"], d

@@ -181,7 +181,7 @@ def _with_crc(blob: bytearray) -> bytes:
 
 def _corruptions(good: bytes):
     b = bytearray(good); b[0] = ord("X"); yield "magic", bytes(b)
-    b = bytearray(good); struct.pack_into("<H", b, 4, 2); yield "version", _with_crc(b)
+    b = bytearray(good); struct.pack_into("<H", b, 4, 3); yield "version", _with_crc(b)  # 1, 2 are read
     yield "truncated", good[:-4]
     b = bytearray(good); b[100] ^= 0x01; yield "crc", bytes(b)
     b = bytearray(good); b[6] = 2; yield "profile", _with_crc(b)
@@ -233,7 +233,8 @@ def test_reset_info_and_clean_stop():
     with open_device("emulator") as dev:
         info = dev.info()
         assert info.backend == "emulator" and info.profile == "mcu"
-        assert info.capacities["max_neurons_per_layer"] == 512
+        assert info.capacities["max_neurons_per_layer"] == 4096     # hw/profiles/mcu.json (INFO u16 fields)
+        assert info.capacities["max_fan_in"] == 4096
         assert info.capacities["max_program_bytes"] == 131072
         dev.load(random_program())
         dev.reset()

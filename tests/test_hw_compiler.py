@@ -80,25 +80,25 @@ def test_mcu_reproduces_float_model_exactly_when_representable(neuron, reset, be
 
 def test_refusals_name_layer_and_limit():
     c = conv((1, 8, 8), 10)
-    with pytest.raises(CompileError, match=r"layer 0 \(conv2d\).*'mcu' does not support convolution"):
-        compile_model(c, build_model(c).state_dict(), "mcu")
+    with pytest.raises(CompileError, match=r"layer 0 \(conv2d\).*'loihi' does not support convolution"):
+        compile_model(c, build_model(c).state_dict(), "loihi")
     s = fc((1, 8, 8), 10, hidden=16)
     sd = build_model(s).state_dict()
     with pytest.raises(CompileError, match=r"layer 2 \(leaky\): reset 'subtract' is not supported by "
                                            r"profile 'loihi' \(supported: \['zero'\]\)"):
         compile_model(s, sd, "loihi")
-    wide = fc((1, 8, 8), 10, hidden=600)
-    with pytest.raises(CompileError, match=r"layer 2 \(leaky\): 600 neurons exceed .*max_neurons_per_layer=512"):
+    wide = fc((1, 8, 8), 10, hidden=4100)
+    with pytest.raises(CompileError, match=r"layer 2 \(leaky\): 4100 neurons exceed .*max_neurons_per_layer=4096"):
         compile_model(wide, build_model(wide).state_dict(), "mcu")
-    big_in = fc((1, 40, 40), 10, hidden=16)
-    with pytest.raises(CompileError, match="fan-in 1600 exceeds .*max_fan_in=1024"):
+    big_in = fc((1, 70, 70), 10, hidden=16)
+    with pytest.raises(CompileError, match="fan-in 4900 exceeds .*max_fan_in=4096"):
         compile_model(big_in, build_model(big_in).state_dict(), "mcu")
     syn = ModelSpec(layers=(Linear(4, 3), Synaptic(reset="zero")), input_shape=(4,))
     with pytest.raises(CompileError, match=r"layer 1 \(synaptic\): neuron type 'synaptic' is not supported "
                                            r"by profile 'loihi'"):
         compile_model(syn, build_model(syn).state_dict(), "loihi")
     two = ModelSpec(layers=(Linear(4, 3), Linear(3, 3), Leaky()), input_shape=(4,))
-    with pytest.raises(CompileError, match="two linear layers"):
+    with pytest.raises(CompileError, match="two synapse layers"):
         compile_model(two, build_model(two).state_dict(), "mcu")
     deep = ModelSpec(layers=tuple(x for _ in range(9) for x in (Linear(4, 4), Leaky())), input_shape=(4,))
     with pytest.raises(CompileError, match="9 device layers exceed .*max_layers=8"):

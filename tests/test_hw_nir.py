@@ -75,6 +75,19 @@ def test_conv_avgpool_round_trip(tmp_path):
     assert ref.sum() > 0 and torch.equal(spikes_of(spec2, sd2, x), ref)
 
 
+def test_conv_avgpool_round_trip_compiles_to_the_same_device_program(tmp_path):
+    """NIR → spikeloop → mcu: the convolution record (shared weights, sum pool with the average's
+    1/pk² folded) of the imported model is byte for byte the original's."""
+    from hw.compiler import compile_model
+    spec = ModelSpec(layers=(Conv2d(1, 4, 3, padding=1), AvgPool2d(2), Leaky(beta=0.9, reset="zero"),
+                             Flatten(), Linear(4 * 4 * 4, 3), Leaky(reset="zero")), input_shape=(1, 8, 8))
+    sd = active_model(spec, gain=4.0)
+    spec2, sd2 = import_nir(nir.read(str(write_nir(export_nir(spec, sd), tmp_path / "c.nir"))))
+    a, b = compile_model(spec, sd, "mcu"), compile_model(spec2, sd2, "mcu")
+    assert [l.kind for l in a.layers] == ["conv", "dense"] and a.layers[0].conv.pool == "sum"
+    assert [l.to_bytes() for l in a.layers] == [l.to_bytes() for l in b.layers]
+
+
 def test_import_graph_written_by_snntorch():
     import snntorch as snn
     import snntorch.utils  # noqa: F401

@@ -109,9 +109,13 @@ def _restamp(blob: bytearray) -> bytes:
 def test_other_version_magic_trailing_and_profile_are_refused():
     blob = bytearray(small_program().to_bytes())
     v2 = bytearray(blob)
-    struct.pack_into("<H", v2, 4, 2)
-    with pytest.raises(ProgramError, match="version 2 is not supported.*version 1"):
-        Program.from_bytes(_restamp(v2))
+    struct.pack_into("<H", v2, 4, 2)  # version 2 holds version 1's dense records unchanged
+    assert Program.from_bytes(_restamp(v2)).version == 2
+    for v in (0, 3):
+        other = bytearray(blob)
+        struct.pack_into("<H", other, 4, v)
+        with pytest.raises(ProgramError, match=rf"version {v} is not supported.*versions \[1, 2\]"):
+            Program.from_bytes(_restamp(other))
     bad_magic = bytearray(blob)
     bad_magic[:4] = b"ELF\x7f"
     with pytest.raises(ProgramError, match="magic"):
@@ -165,9 +169,9 @@ def test_profile_limits_are_enforced():
         Program("mcu", (multi,))
     with pytest.raises(ProgramError, match="reset 'subtract' is not supported by profile 'loihi'"):
         Program("loihi", (big,))
-    wide = LayerProgram("leaky", "subtract", 0, np.zeros((513, 2), int), np.zeros(513, int),
-                        np.ones(513, int), np.zeros(513, int))
-    with pytest.raises(ProgramError, match="513 neurons exceed.*max_neurons_per_layer=512"):
+    wide = LayerProgram("leaky", "subtract", 0, np.zeros((4097, 2), int), np.zeros(4097, int),
+                        np.ones(4097, int), np.zeros(4097, int))
+    with pytest.raises(ProgramError, match="4097 neurons exceed.*max_neurons_per_layer=4096"):
         Program("mcu", (wide,))
     a = LayerProgram("leaky", "subtract", 0, np.zeros((2, 3), int), np.zeros(2, int), np.ones(2, int),
                      np.zeros(2, int))
@@ -208,9 +212,10 @@ def test_refusals_name_their_rule_of_the_table():
     assert rule_of(blob[:60]) == "3.1"
     assert rule_of(b"ELF\x7f" + blob[4:]) == "1.2"
     assert rule_of(blob, expected_profile="xylo") == "5.1"
-    v2 = bytearray(blob)
-    struct.pack_into("<H", v2, 4, 2)
-    assert rule_of(_restamp(v2)) == "2.1"
+    for v in (0, 3, 0xFFFF):
+        other = bytearray(blob)
+        struct.pack_into("<H", other, 4, v)
+        assert rule_of(_restamp(other)) == "2.1"
     assert rule_of(blob[:12] + bytes(4) + blob[16:]) == "4.1"
     for off, value, rule in ((22, 0, "8.2"), (24, 0, "8.3"), (16, 9, "6.2"), (20, 2, "7.2")):
         bad = bytearray(blob)
@@ -243,3 +248,49 @@ def test_program_error_keeps_its_rule_through_pickle():
     assert (e.rule, e.check, str(e)) == ("8.2", 8, "num_steps=0 (rule 8.2)")
     plain = pickle.loads(pickle.dumps(ProgramError("no rule")))
     assert (plain.rule, plain.check, str(plain)) == (None, None, "no rule")
+
+
+# ---- format version 2: convolution, pooling, graded input --------------------------------------
+
+def v2_program(graded: bool = False) -> Program:
+    """conv 2@2x2/s1/p0 + sum pool 2/1 over a 1x4x4 map (-> 2x2x2) -> max pool record 2/2 (-> 2x1x1)
+    -> dense 2 -> 1 (synaptic)."""
+    from hw.program import MapGeometry, PoolProgram
+    g = MapGeometry(1, 4, 4, 2, 2, 1, 0, "sum", 2, 1)
+    conv = LayerProgram("leaky", "zero", 2, np.arange(8).reshape(2, 1, 2, 2) - 4, np.arange(8) - 3,
+                        np.arange(8) + 1, np.full(8, 410), conv=g)
+    pool = PoolProgram(MapGeometry(2, 2, 2, 2, pool="max", pool_kernel=2, pool_stride=2))
+    dense = LayerProgram("synaptic", "subtract", 0, np.array([[7, -9]]), np.array([1]), np.array([5]),
+                         np.array([4096]), decay_syn=np.array([12]))
+    return Program("mcu", (conv, pool, dense), num_steps=3, name="v2", graded_input=graded,
+                   input_scale=42.5 if graded else 0.0)
+
+
+@pytest.mark.parametrize("graded", [False, True])
+def test_v2_layout_and_round_trip(graded):
+    prog = v2_program(graded)
+    blob = prog.to_bytes()
+    version, pid, flags, total, crc = struct.unpack_from("<HBBII", blob, 4)
+    assert (version, pid, flags, total) == (2, 1, int(graded), len(blob))
+    assert crc == crc32_bitwise(blob[:12] + blob[16:])
+    assert struct.unpack_from("<f", blob, 28)[0] == (42.5 if graded else 0.0)
+    assert struct.unpack_from("<HH", blob, 18) == (16, 1)
+    # conv record: type 2, leaky, zero reset, w_shift 2, fan_in 16, N 8, size 32 + 8 + 32 + 32 + 16
+    assert struct.unpack_from("<BBBBHHBBHI", blob, 48) == (2, 1, 1, 2, 16, 8, 0, 0, 0, 120)
+    assert struct.unpack_from("<HHHHBBBBBBH", blob, 64) == (1, 4, 4, 2, 2, 1, 0, 2, 2, 1, 0)
+    assert struct.unpack_from("<8b", blob, 80) == tuple(range(-4, 4))
+    # pooling record: type 3, all neuron fields 0, fan_in 8, N 2, size 32
+    at = 48 + 120
+    assert struct.unpack_from("<BBBBHHBBHI", blob, at) == (3, 0, 0, 0, 8, 2, 0, 0, 0, 32)
+    assert struct.unpack_from("<HHHHBBBBBBH", blob, at + 16) == (2, 2, 2, 2, 0, 0, 0, 1, 2, 2, 0)
+    back = Program.from_bytes(blob, expected_profile="mcu")
+    assert back.to_bytes() == blob
+    assert (back.version, back.graded_input, back.input_scale) == (2, graded, 42.5 if graded else 0.0)
+    assert [l.kind for l in back.layers] == ["conv", "pool", "dense"]
+    assert back.layers[0].conv == prog.layers[0].conv
+    assert np.array_equal(back.layers[0].weights, prog.layers[0].weights)
+    assert back.layers[1].geometry == prog.layers[1].geometry
+
+
+def test_v1_programs_stay_version_1():
+    assert small_program().version == 1 and small_program().to_bytes()[4] == 1

@@ -94,7 +94,8 @@ def test_firmware_limits_are_the_mcu_profile(firmware):
     limits, _ = firmware
     mcu = json.loads((Path(__file__).resolve().parents[1] / "hw" / "profiles" / "mcu.json").read_text())
     assert limits == {"max_program_bytes": mcu["max_program_bytes"], "max_layers": mcu["max_layers"],
-                      "max_neurons": mcu["max_neurons_per_layer"], "max_inputs": mcu["max_fan_in"],
+                      "max_neurons": mcu["max_neurons_per_layer"],
+                      "max_neurons_total": mcu["max_neurons_total"], "max_inputs": mcu["max_fan_in"],
                       "max_shift": mcu["max_w_shift"]}
 
 

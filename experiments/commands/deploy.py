@@ -67,7 +67,7 @@ def deploy_checkpoint(ckpt, data, device_uri: str, profile: str, seed: int = EVA
                                                              max_spikes=max_spikes)
     model = ckpt.build(dtype=torch.float32).eval()
     fraster, fpred = float_predictions(model, spec, x, seed=seed)
-    inputs = device_inputs(spec, x, range(len(x)), seed)
+    inputs = device_inputs(spec, x, range(len(x)), seed, prog)
     link = None
     with open_device(device_uri, profile=prog.profile) as dev:
         info = dev.info()

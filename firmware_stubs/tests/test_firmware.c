@@ -171,8 +171,8 @@ static void run_core(const uint8_t *blob, size_t n, const uint8_t *in, int T, in
     for (t = 0; t < T; t++) {
         sl_core_step(&core, &p, in + t * n_in, out, 0);
         for (i = 0; i < p.layers[probe].num_neurons; i++) {
-            U[t * p.layers[probe].num_neurons + i] = core.mem[probe][i];
-            S[t * p.layers[probe].num_neurons + i] = core.spk[probe][i];
+            U[t * p.layers[probe].num_neurons + i] = SL_CORE_MEMBRANES(&core, &p, probe)[i];
+            S[t * p.layers[probe].num_neurons + i] = SL_CORE_SPIKES(&core, &p, probe)[i];
         }
     }
 }
@@ -695,7 +695,11 @@ static void test_program_checks(void)
     CHECK_EQ(parse_detail(blob, 40, &st), SL_PCHECK_MAGIC);
     memcpy(copy, blob, n); copy[0] = 'X';
     CHECK_EQ(parse_detail(copy, n, &st), SL_PCHECK_MAGIC);
-    memcpy(copy, blob, n); copy[4] = 2; refresh_crc(copy);
+    memcpy(copy, blob, n); copy[4] = 2; refresh_crc(copy); /* version 2 reads version 1's records */
+    CHECK_EQ(parse_detail(copy, n, &st), 0);
+    memcpy(copy, blob, n); copy[4] = 3; refresh_crc(copy);
+    CHECK_EQ(parse_detail(copy, n, &st), SL_PCHECK_VERSION);
+    memcpy(copy, blob, n); copy[4] = 0; refresh_crc(copy);
     CHECK_EQ(parse_detail(copy, n, &st), SL_PCHECK_VERSION);
     CHECK_EQ(parse_detail(blob, n - 4, &st), SL_PCHECK_SIZE);
     memcpy(copy, blob, n); copy[60] ^= 1;
@@ -801,12 +805,92 @@ static void test_program_header_rules(void)
     }
 }
 
+/* A version-2 convolution record, by hand: input 1x3x3 spikes s = [[1,0,1],[0,1,0],[1,1,0]],
+ * conv 1@2x2/s1/p0 with W = [[1,2],[3,4]] -> C = [[5,5],[9,4]]; then a 2x2 pool (stride 1) of C,
+ * w_shift 1, leaky subtract, d = 4096, theta 20: max pool A = 9 << 1 = 18 (no spike), sum pool
+ * A = 23 << 1 = 46 (spike). synops: the windows read 2 + 2 + 3 + 2 = 9 input spikes (C_out 1). */
+static size_t conv_program(uint8_t *b, uint8_t pool, int graded)
+{
+    static const uint8_t w[4] = {1, 2, 3, 4};
+    memset(b, 0, 96);
+    memcpy(b, "SLPG", 4);
+    sl_put_u16(b + 4, 2);
+    b[6] = 1;
+    b[7] = graded ? 1u : 0u;
+    sl_put_u32(b + 8, 96);
+    sl_put_u16(b + 16, 1);
+    sl_put_u16(b + 18, 9);
+    sl_put_u16(b + 20, 1);
+    sl_put_u16(b + 22, 4);
+    sl_put_u32(b + 24, 1000u);
+    if (graded)
+        sl_put_u32(b + 28, 0x3F800000u); /* input_scale 1.0f */
+    b[48] = 2;     /* conv record */
+    b[49] = 1;     /* leaky */
+    b[51] = 1;     /* w_shift */
+    sl_put_u16(b + 52, 9);
+    sl_put_u16(b + 54, 1);
+    sl_put_u32(b + 60, 48);
+    sl_put_u16(b + 64, 1);  /* C_in, H, W, C_out */
+    sl_put_u16(b + 66, 3);
+    sl_put_u16(b + 68, 3);
+    sl_put_u16(b + 70, 1);
+    b[72] = 2;     /* kernel, stride, padding */
+    b[73] = 1;
+    b[75] = pool;  /* pool kind, pool_kernel, pool_stride */
+    b[76] = 2;
+    b[77] = 1;
+    memcpy(b + 80, w, 4);
+    sl_put_u32(b + 84, 0);   /* bias */
+    sl_put_u32(b + 88, 20);  /* threshold */
+    sl_put_u16(b + 92, 4096);
+    refresh_crc(b);
+    return 96;
+}
+
+static void test_core_conv_pool_and_graded(void)
+{
+    static uint8_t blob[96];
+    static sl_program p;
+    static sl_core core;
+    static const uint8_t s[9] = {1, 0, 1, 0, 1, 0, 1, 1, 0};
+    uint8_t out[1], gin[9];
+    sl_counter ctr[1];
+    sl_diag d;
+    int i;
+    for (i = 0; i < 2; i++) {
+        sl_diag_clear(&d);
+        CHECK_EQ(sl_program_parse(blob, conv_program(blob, (uint8_t)(i ? SL_POOL_SUM : SL_POOL_MAX), 0), &p, &d), SL_OK);
+        CHECK_EQ(p.layers[0].geo.conv_h, 2);
+        CHECK_EQ(p.layers[0].geo.out_h, 1);
+        sl_core_reset(&core, &p);
+        memset(ctr, 0, sizeof ctr);
+        sl_core_step(&core, &p, s, out, ctr);
+        CHECK_EQ(SL_CORE_MEMBRANES(&core, &p, 0)[0], i ? 46 : 18);
+        CHECK_EQ(out[0], i ? 1 : 0);
+        CHECK_EQ(ctr[0].synops, 9u);
+        CHECK_EQ(ctr[0].spikes, i ? 1u : 0u);
+    }
+    /* graded: the same map times -3 where s is 1 -> C = [[-15,-15],[-27,-12]], max -12 -> A = -24;
+     * events: 1 per non-zero value, still 9 */
+    for (i = 0; i < 9; i++)
+        gin[i] = s[i] ? (uint8_t)0xFD : 0u; /* int8 -3 */
+    sl_diag_clear(&d);
+    CHECK_EQ(sl_program_parse(blob, conv_program(blob, SL_POOL_MAX, 1), &p, &d), SL_OK);
+    CHECK_EQ(p.graded_input, 1);
+    sl_core_reset(&core, &p);
+    memset(ctr, 0, sizeof ctr);
+    sl_core_step(&core, &p, gin, out, ctr);
+    CHECK_EQ(SL_CORE_MEMBRANES(&core, &p, 0)[0], -24);
+    CHECK_EQ(ctr[0].synops, 9u);
+}
+
 static void test_program_too_many_neurons(void)
 {
     static int8_t w[SL_MAX_NEURONS + 1];
     static int32_t b[SL_MAX_NEURONS + 1], thr[SL_MAX_NEURONS + 1];
     static uint16_t d[SL_MAX_NEURONS + 1];
-    static uint8_t blob[32768];
+    static uint8_t blob[16 * (SL_MAX_NEURONS + 1) + 4096];
     layer_def L = {1, 0, 0, 0, 1, SL_MAX_NEURONS + 1, w, b, thr, d, 0, 0, 0};
     sl_status st;
     int i;
@@ -1259,6 +1343,7 @@ int main(void)
     RUN_TEST(test_core_saturation);
     RUN_TEST(test_core_two_layers_same_step);
     RUN_TEST(test_program_checks);
+    RUN_TEST(test_core_conv_pool_and_graded);
     RUN_TEST(test_program_header_rules);
     RUN_TEST(test_program_too_many_neurons);
     RUN_TEST(test_hello_ping_unknown_version);

@@ -4,7 +4,7 @@
  *   validate_program < batch
  *
  * batch: for each blob, its length as u32 little-endian, then its bytes. Prints first
- *   limits max_program_bytes=N max_layers=N max_neurons=N max_inputs=N max_shift=N
+ *   limits max_program_bytes=N max_layers=N max_neurons=N max_neurons_total=N max_inputs=N max_shift=N
  * (this build's sl_config.h), then one line per blob, in order:
  *   <index> status=<sl_status> detail=<check number> value=<u32> msg=<message>
  * Each blob is copied into a heap buffer of exactly its length, so that ASan (`make
@@ -24,8 +24,9 @@ int main(void)
     uint8_t head[4];
     unsigned long index = 0;
 
-    printf("limits max_program_bytes=%lu max_layers=%d max_neurons=%d max_inputs=%d max_shift=%d\n",
-           (unsigned long)SL_MAX_PROGRAM_BYTES, SL_MAX_LAYERS, SL_MAX_NEURONS, SL_MAX_INPUTS,
+    printf("limits max_program_bytes=%lu max_layers=%d max_neurons=%d max_neurons_total=%d max_inputs=%d "
+           "max_shift=%d\n", (unsigned long)SL_MAX_PROGRAM_BYTES, SL_MAX_LAYERS, SL_MAX_NEURONS,
+           SL_MAX_NEURONS_TOTAL, SL_MAX_INPUTS,
            SL_MAX_SHIFT);
     while (fread(head, 1, 4, stdin) == 4) {
         uint32_t n = sl_get_u32(head);

@@ -4,10 +4,13 @@
     with open_device("serial:///dev/ttyACM0?baud=115200") as dev:
         dev.load(program)              # LOAD in chunks, whole-program CRC checked by the board
         result = dev.run(spikes)       # spikes: [T, B, N_in] {0, 1} -> output_spikes [T, B, N_out]
+                                       # (a graded-input program: int8 values [T, B, N_in])
         probed = dev.run(spikes, probe=True, membrane_layer=0)   # + layer_spikes, membranes {0: ...}
 
 A run streams the B samples back to back (T steps each) in RUN frames as large as the board's
-max_payload allows; the board resets neuron state at the start of every sample.
+max_payload allows; the board resets neuron state at the start of every sample. Graded input goes as
+held values (one vector for the whole frame) when every step of a frame has the same vector, else
+as values (docs/protocol.md, RUN encodings 2 and 3).
 """
 
 from __future__ import annotations
@@ -17,14 +20,14 @@ import zlib
 import numpy as np
 import torch
 
-from hw.device import Device, DeviceError, DeviceInfo, RunResult, as_program, check_input_spikes
+from hw.device import Device, DeviceError, DeviceInfo, RunResult, as_program, check_input
 
 from .errors import BoardError, FirmwareRestartError, SerialLinkError
 from .link import Link
 from .messages import (COUNTER, LOAD_HEADER, RECORD_HEADER, RECORD_TOTAL, RUN_BEGIN, RUN_COUNTERS,
                        RUN_HEADER, RUN_REC_MEMBRANE, RUN_REC_SPIKES, BoardInfo, ErrorCode, MsgType,
                        decode_record, load_payload, parse_output, parse_record, read_payload,
-                       record_step_bytes, run_payload)
+                       record_step_bytes, run_payload, run_payload_values)
 from .transport import PySerialTransport
 
 PROFILE = "mcu"  # the arithmetic of this project's board (docs/fixed_point.md)
@@ -145,11 +148,13 @@ class SerialDevice(Device):
         self._need_link().request(MsgType.RESET, b"\x00")
 
     def run(self, spikes: torch.Tensor, probe: bool = False, membrane_layer=...) -> RunResult:
-        """spikes: [T, B, N_in] {0, 1} -> RunResult(output_spikes [T, B, N_out] uint8, counters
-        {layer: {"spikes", "synops"}} summed over T and B).
+        """spikes: [T, B, N_in] {0, 1} (a graded-input program: int8 values in [-128, 127]) ->
+        RunResult(output_spikes [T, B, N_out] uint8, counters {layer: {"spikes", "synops"}} summed
+        over T and B).
 
         probe: also record on the board (docs/protocol.md section 3.1) and return layer_spikes
-        {k: [T, B, N_k] uint8} for every program layer and membranes {m: [T, B, N_m] int32} (the
+        {k: [T, B, N_k] uint8} for every program layer (a pooling record: its outputs, 0/1 or a
+        sum pool's counts) and membranes {m: [T, B, N_m] int32} (the
         board's integer U after each step, as `sim` reports it) for the one layer m =
         membrane_layer (default: the device's `membrane_layer`; None: membranes is {}). A board
         records one layer's membranes per run, so unlike `sim` the dict has at most one key."""
@@ -158,7 +163,7 @@ class SerialDevice(Device):
             raise DeviceError(f"no program loaded on {self.port}: call load() first")
         mem_layer = self._membrane_layer(self.membrane_layer if membrane_layer is ... else membrane_layer) \
             if probe else None
-        x = check_input_spikes(spikes, self._program.num_inputs)
+        x = check_input(spikes, self._program)
         T, B, _ = x.shape
         if T > 0xFFFF:
             raise ValueError(f"T={T} steps per sample exceeds the protocol's 65535")
@@ -191,6 +196,8 @@ class SerialDevice(Device):
         if not isinstance(k, int) or isinstance(k, bool) or not -n <= k < n:
             raise ValueError(f"membrane_layer must be a layer index in [-{n}, {n}) of the loaded "
                              f"{n}-layer program, or None; got {k!r}")
+        if self._program.layers[k % n].kind == "pool":
+            raise ValueError(f"membrane_layer {k}: layer {k % n} is a pooling record (no membranes)")
         return k % n
 
     def _recover(self, link: Link, cause: BoardError, attempt: int) -> None:
@@ -207,6 +214,10 @@ class SerialDevice(Device):
     def _layer_sizes(self) -> list[int]:
         return [l.num_neurons for l in self._program.layers]
 
+    def _count_layers(self) -> set[int]:
+        """The sum-pooling records: their recording rows are u8 counts (docs/protocol.md 3.1)."""
+        return {k for k, l in enumerate(self._program.layers) if l.kind == "pool" and l.geometry.pool == "sum"}
+
     def _frame_steps(self, probe: bool = False, mem_layer: int | None = None) -> int:
         """Steps per RUN frame: the input bitmap and the OUTPUT bitmap with counters (and the
         record_total field) must fit a frame, and a recording the board's record buffer."""
@@ -214,9 +225,12 @@ class SerialDevice(Device):
         room = self.payload_limit - RUN_HEADER.size
         row_in, row_out = (p.num_inputs + 7) // 8, (p.num_outputs + 7) // 8
         counters = 1 + COUNTER.size * len(p.layers) + (RECORD_TOTAL.size if probe else 0)
-        n = min(room // row_in, (room - counters) // row_out, 0xFFFF)
+        # graded input: held values cost N_in bytes per frame whatever its steps (checked here);
+        # values frames are cut to room // N_in steps in _run_stream
+        n = min(room // p.num_inputs if p.graded_input and p.num_inputs > room else
+                (0xFFFF if p.graded_input else room // row_in), (room - counters) // row_out, 0xFFFF)
         if probe:
-            step = record_step_bytes(self._layer_sizes(), True, mem_layer)
+            step = record_step_bytes(self._layer_sizes(), True, mem_layer, self._count_layers())
             n = min(n, self.board.max_record_bytes // step)
             n = self._fewest_round_trips(n, step, row_out, counters) if n >= 1 else n
         if n < 1:
@@ -270,12 +284,19 @@ class SerialDevice(Device):
         rec_mem = np.zeros((n_total, sizes[mem_layer]), np.int32) if mem_layer is not None else None
         totals = np.zeros((len(self._program.layers), 2), np.int64)
         per_frame = self._frame_steps(probe, mem_layer)
+        graded = self._program.graded_input
+        values_steps = (self.payload_limit - RUN_HEADER.size) // max(1, stream.shape[1])
+        counts = self._count_layers()
         rec_flags = (RUN_REC_SPIKES | (RUN_REC_MEMBRANE if mem_layer is not None else 0)) if probe else 0
         first = 0
         while first < n_total:
             n = min(per_frame, n_total - first)
             flags = RUN_COUNTERS | rec_flags | (RUN_BEGIN if first == 0 else 0)
-            payload = run_payload(flags, T, first, stream[first:first + n], mem_layer or 0)
+            if graded:
+                n = _graded_frame_steps(stream[first:first + n], values_steps)
+                payload = run_payload_values(flags, T, first, stream[first:first + n], mem_layer or 0)
+            else:
+                payload = run_payload(flags, T, first, stream[first:first + n], mem_layer or 0)
             f = link.request(MsgType.RUN, payload)
             try:
                 o = parse_output(f.payload, n_out)
@@ -290,12 +311,13 @@ class SerialDevice(Device):
             out[first:first + n] = o.spikes
             totals += np.asarray(o.counters, np.int64)
             if probe:
-                expect = n * record_step_bytes(sizes, True, mem_layer)
+                expect = n * record_step_bytes(sizes, True, mem_layer, counts)
                 if o.record_total != expect:   # checked before any READ: a bogus total is not fetched
                     raise SerialLinkError(f"board on {self.port} announced a {o.record_total}-byte recording "
                                           f"for steps {first}+{n}; they record {expect} bytes")
                 try:
-                    spk, mem = decode_record(self._read_record(link, o, first), n, sizes, True, mem_layer)
+                    spk, mem = decode_record(self._read_record(link, o, first), n, sizes, True, mem_layer,
+                                             counts)
                 except ValueError as e:
                     raise SerialLinkError(f"board on {self.port} sent a malformed recording: {e}") from None
                 for k, a in enumerate(spk):
@@ -319,6 +341,16 @@ class SerialDevice(Device):
 
     def ping(self, data: bytes = b"") -> bytes:
         return self._need_link().ping(data)
+
+
+def _graded_frame_steps(rows: np.ndarray, values_steps: int) -> int:
+    """Steps of the next graded-input frame from rows [n, N_in] int8 (n: the most the reply allows):
+    the leading run of identical vectors as one held-values frame when it is at least as long as a
+    values frame could be (values_steps = the most steps a values frame holds), else a values frame."""
+    n = rows.shape[0]
+    same = np.all(rows == rows[:1], axis=1)
+    run = n if bool(same.all()) else int(np.argmin(same))
+    return run if run >= min(n, values_steps) else min(n, max(1, values_steps))
 
 
 def _factory(uri, **kwargs) -> SerialDevice:

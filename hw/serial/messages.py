@@ -1,8 +1,10 @@
 """Message types, error codes and payload layouts of the serial protocol (docs/protocol.md,
-section 3), the two spike encodings (bitmap, address events), and the layout of a RUN's recording
-(every layer's spikes, one layer's membranes; section 3.1).
+section 3), the two spike encodings (bitmap, address events), the two graded-input encodings
+(values, held values), and the layout of a RUN's recording (every layer's spikes, one layer's
+membranes; section 3.1).
 
-Spike arrays here are numpy `[n_steps, N]` uint8 {0, 1}: one frame's consecutive time steps.
+Spike arrays here are numpy `[n_steps, N]` uint8 {0, 1}: one frame's consecutive time steps;
+graded input `[n_steps, N]` int8.
 """
 
 from __future__ import annotations
@@ -62,6 +64,8 @@ RUN_REC_MEMBRANE = 0x08    # record the membranes of layer mem_layer
 RUN_FLAGS = RUN_BEGIN | RUN_COUNTERS | RUN_REC_SPIKES | RUN_REC_MEMBRANE
 ENC_BITMAP = 0
 ENC_EVENTS = 1
+ENC_VALUES = 2    # graded-input programs: N int8 per step
+ENC_HELD = 3      # graded-input programs: N int8 once, the input of every step of the frame
 # flags, encoding, steps_per_sample, first_step, n_steps, mem_layer, reserved (0)
 RUN_HEADER = struct.Struct("<BBHIHBB")
 READ_PAYLOAD = struct.Struct("<IH")       # offset, max_len (0: as much as fits)
@@ -267,6 +271,22 @@ def run_payload(flags: int, steps_per_sample: int, first_step: int, spikes: np.n
     return RUN_HEADER.pack(flags, enc, steps_per_sample, first_step, spikes.shape[0], mem_layer, 0) + data
 
 
+def encode_values(values: np.ndarray) -> tuple[int, bytes]:
+    """Graded input [n_steps, N] int8 -> (encoding, bytes): held values (one vector) when every
+    step has the same vector, else values (every step's vector)."""
+    values = np.ascontiguousarray(values, dtype=np.int8)
+    if values.shape[0] >= 1 and bool((values == values[:1]).all()):
+        return ENC_HELD, values[0].tobytes()
+    return ENC_VALUES, values.tobytes()
+
+
+def run_payload_values(flags: int, steps_per_sample: int, first_step: int, values: np.ndarray,
+                       mem_layer: int = 0) -> bytes:
+    """A RUN payload for [n_steps, N_in] graded int8 input (held values when constant)."""
+    enc, data = encode_values(values)
+    return RUN_HEADER.pack(flags, enc, steps_per_sample, first_step, values.shape[0], mem_layer, 0) + data
+
+
 def read_payload(offset: int, max_len: int = 0) -> bytes:
     """A READ payload: record bytes from `offset`, at most `max_len` (0: as many as fit)."""
     return READ_PAYLOAD.pack(offset, max_len)
@@ -341,18 +361,26 @@ def parse_record(p: bytes) -> RecordChunk:
     return RecordChunk(first, offset, total, data)
 
 
-def record_step_bytes(layer_sizes, spikes: bool, mem_layer: int | None) -> int:
-    """Bytes per step of a recording: a bitmap row per layer (spikes) plus 4 per neuron of
-    layer mem_layer (None: no membranes). layer_sizes: neurons per program layer."""
-    n = sum((s + 7) // 8 for s in layer_sizes) if spikes else 0
+def record_row_bytes(n: int, counts: bool = False) -> int:
+    """Bytes of one layer's row in a recording: a bitmap, or one u8 per output (counts: a
+    sum-pooling record)."""
+    return n if counts else (n + 7) // 8
+
+
+def record_step_bytes(layer_sizes, spikes: bool, mem_layer: int | None, count_layers=()) -> int:
+    """Bytes per step of a recording: a row per layer (spikes; a bitmap, or u8 counts for the
+    sum-pooling records `count_layers`) plus 4 per neuron of layer mem_layer (None: no membranes).
+    layer_sizes: neurons (outputs) per program layer."""
+    n = sum(record_row_bytes(s, k in count_layers) for k, s in enumerate(layer_sizes)) if spikes else 0
     return n + (4 * layer_sizes[mem_layer] if mem_layer is not None else 0)
 
 
-def decode_record(data: bytes, n_steps: int, layer_sizes, spikes: bool, mem_layer: int | None
-                  ) -> tuple[list[np.ndarray] | None, np.ndarray | None]:
-    """A whole recording -> (per layer [n_steps, N_k] uint8 spikes or None, [n_steps, N_m] int32
-    membranes of layer mem_layer or None). ValueError for a wrong length or stray bitmap bits."""
-    step = record_step_bytes(layer_sizes, spikes, mem_layer)
+def decode_record(data: bytes, n_steps: int, layer_sizes, spikes: bool, mem_layer: int | None,
+                  count_layers=()) -> tuple[list[np.ndarray] | None, np.ndarray | None]:
+    """A whole recording -> (per layer [n_steps, N_k] uint8 spikes (counts for `count_layers`) or
+    None, [n_steps, N_m] int32 membranes of layer mem_layer or None). ValueError for a wrong length
+    or stray bitmap bits."""
+    step = record_step_bytes(layer_sizes, spikes, mem_layer, count_layers)
     if len(data) != n_steps * step:
         raise ValueError(f"recording of {len(data)} bytes, expected {n_steps} steps x {step}")
     rows = np.frombuffer(data, np.uint8).reshape(n_steps, step)
@@ -360,6 +388,10 @@ def decode_record(data: bytes, n_steps: int, layer_sizes, spikes: bool, mem_laye
     if spikes:
         out = []
         for k, n in enumerate(layer_sizes):
+            if k in count_layers:
+                out.append(rows[:, o:o + n].copy())
+                o += n
+                continue
             row = (n + 7) // 8
             bits = np.unpackbits(rows[:, o:o + row], axis=1, bitorder="little")
             if bits[:, n:].any():
