@@ -7,10 +7,12 @@ from __future__ import annotations
 import json
 import struct
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
-from hw.program import LayerProgram, Program, ProgramError
+from hw.program import LayerProgram, MapGeometry, Program, ProgramError
 
 
 def crc32_bitwise(data: bytes) -> int:
@@ -21,6 +23,27 @@ def crc32_bitwise(data: bytes) -> int:
         for _ in range(8):
             crc = (crc >> 1) ^ (0xEDB88320 if crc & 1 else 0)
     return crc ^ 0xFFFFFFFF
+
+
+def conv_program():
+    """The version-2 worked example of docs/program_format.md."""
+    g = MapGeometry(1, 3, 3, 1, 2, 1, 0, "max", 2, 2)
+    layer = LayerProgram("leaky", "subtract", 3, np.array([[[[1, -2], [3, 4]]]]), np.array([5]), np.array([100]),
+                         np.array([410]), conv=g)
+    return Program("mcu", (layer,), num_steps=25, dt_ns=1_000_000, name="conv", graded_input=True, input_scale=127.0)
+
+
+def test_worked_examples_of_the_format_doc_are_the_bytes():
+    """The two hex dumps of docs/program_format.md are exactly what the writer produces."""
+    import re
+    doc = (Path(__file__).parent.parent / "docs" / "program_format.md").read_text()
+    dumps = re.split(r"^## Worked example", doc, flags=re.M)[1:]
+    assert len(dumps) == 2
+    for text, prog in zip(dumps, (small_program(), conv_program())):
+        rows = re.findall(r"^    ([0-9a-f]{4}): ((?:[0-9a-f]{2} ?)+)", text, flags=re.M)
+        blob = bytes.fromhex("".join(r[1].replace(" ", "") for r in rows))
+        assert blob == prog.to_bytes()
+        assert Program.from_bytes(blob).to_bytes() == blob
 
 
 def small_program(profile="mcu"):
