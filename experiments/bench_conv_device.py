@@ -7,8 +7,7 @@ snnTorch float forward pass of the same model on the same input spikes, side by 
     python -m experiments.bench_conv_device --device cuda --json  # sim:cuda vs the float model on CUDA
 
 Random weights (seed 0, scaled so every layer spikes), rate-coded input spikes (20 %). The
-program is `hw.compiler.compile_model(spec, sd, "mcu")`; if the compiler cannot compile it, a
-direct quantization with the hw.program classes (`direct_program`; the report says which). For each
+program is `hw.compiler.compile_model(spec, sd, "mcu")`. For each
 (T, B) in T = 15, 30 and B = 1, 32, 128: rounds alternating float and sim, medians of the seconds;
 time steps per second (T·B / s), `sim_over_float` = float_s / sim_s (target >= 0.5), and log-log
 slopes of time vs T (per B) and vs B (per T) (1.0 = linear).
@@ -23,14 +22,12 @@ import statistics
 import sys
 import time
 
-import numpy as np
 import torch
 
+from hw.compiler import compile_model
 from hw.device import open_device
-from hw.program import LayerProgram, MapGeometry, Program
 from snn.model import build_model
 from snn.presets import conv
-from snn.spec import Conv2d, Linear, MaxPool2d
 
 
 def make_model(T: int, seed: int = 0):
@@ -44,48 +41,6 @@ def make_model(T: int, seed: int = 0):
     return spec, sd
 
 
-def direct_program(spec, sd, T: int) -> Program:
-    """The mcu program of a conv [-> MaxPool] -> Leaky / Linear -> Leaky chain by per-layer
-    quantization: K = 127 / max|W|, weights round(W·K), threshold round(θ·K), bias round(b·K),
-    decay d = round((1 − β)·4096), w_shift 0 (a stand-in for hw.compiler, same shapes)."""
-    shape, layers, i = spec.input_shape, [], 0
-    L = spec.layers
-    while i < len(L):
-        syn = L[i]
-        if not isinstance(syn, (Conv2d, Linear)):
-            i += 1
-            continue
-        w = sd[f"layers.{i}.weight"].double().numpy()
-        b = sd[f"layers.{i}.bias"].double().numpy()
-        pool = L[i + 1] if isinstance(L[i + 1], MaxPool2d) else None
-        j = i + (2 if pool else 1)
-        neuron = L[j]
-        K = 127.0 / np.abs(w).max()
-        if isinstance(syn, Conv2d):
-            c, h, wd = shape
-            g = MapGeometry(c, h, wd, syn.out_channels, syn.kernel_size, syn.stride, syn.padding,
-                            "max" if pool else "none", pool.kernel_size if pool else 0,
-                            pool.effective_stride if pool else 0)
-            n, shape = g.num_outputs, (g.out_channels, g.out_height, g.out_width)
-            bias = np.repeat(np.round(b * K), g.out_height * g.out_width)
-        else:
-            g, n, bias = None, w.shape[0], np.round(b * K)
-        thr = max(1, round(float(neuron.threshold) * K))
-        layers.append(LayerProgram("leaky", neuron.reset, 0, np.clip(np.round(w * K), -128, 127).astype(np.int8),
-                                   bias.astype(np.int32), np.full(n, thr, np.int32),
-                                   np.full(n, round((1 - float(neuron.beta)) * 4096), np.uint16), conv=g))
-        i = j + 1
-    return Program("mcu", layers, num_steps=T, name="conv-direct")
-
-
-def program_for(spec, sd, T: int) -> tuple[Program, str]:
-    try:
-        from hw.compiler import compile_model
-        return compile_model(spec, sd, "mcu"), "hw.compiler.compile_model"
-    except Exception as e:  # the compiler's conv support may be missing or incomplete
-        return direct_program(spec, sd, T), f"direct quantization (compile_model failed: {type(e).__name__}: {e})"
-
-
 def _time(fn, sync) -> float:
     sync()
     t0 = time.perf_counter()
@@ -96,7 +51,7 @@ def _time(fn, sync) -> float:
 
 def measure(T: int, B: int, device: torch.device, rounds: int, seed: int = 1) -> dict:
     spec, sd = make_model(T)
-    prog, how = program_for(spec, sd, T)
+    prog = compile_model(spec, sd, "mcu")
     model = build_model(spec, sd).to(device).eval()
     g = torch.Generator().manual_seed(seed)
     x = (torch.rand(T, B, 1, 28, 28, generator=g) < 0.2).to(torch.uint8)
@@ -115,7 +70,7 @@ def measure(T: int, B: int, device: torch.device, rounds: int, seed: int = 1) ->
     rates = {k: c["spikes"] / (T * B * prog.layers[k].num_neurons) for k, c in res.counters.items()}
     return {"T": T, "B": B, "float_s": t_float, "sim_s": t_sim, "float_timesteps_per_s": T * B / t_float,
             "sim_timesteps_per_s": T * B / t_sim, "sim_over_float": t_float / t_sim,
-            "spike_rates": rates, "program": how, "layers": [l.kind for l in prog.layers]}
+            "spike_rates": rates, "layers": [l.kind for l in prog.layers]}
 
 
 def _slope(pts):
@@ -135,10 +90,8 @@ def main(argv=None) -> int:
     torch.set_num_threads(a.threads)
     device = torch.device(a.device)
     rows = [measure(T, B, device, a.rounds) for T in a.T for B in a.B]
-    for r in rows[1:]:
-        r.pop("program") if r["program"] == rows[0]["program"] else None
     out = {"benchmark": "sim conv preset vs snnTorch float forward", "device": str(device), "threads": a.threads,
-           "rounds": a.rounds, "statistic": "median", "program": rows[0]["program"], "rows": rows,
+           "rounds": a.rounds, "statistic": "median", "program": "hw.compiler.compile_model(spec, sd, 'mcu')", "rows": rows,
            "slope_time_vs_T": {B: _slope([(r["T"], r["sim_s"]) for r in rows if r["B"] == B]) for B in a.B}
            if len(a.T) > 1 else None,
            "slope_time_vs_B": {T: _slope([(r["B"], r["sim_s"]) for r in rows if r["T"] == T]) for T in a.T}
