@@ -383,3 +383,17 @@ def test_input_errors():
         d.load(graded_prog)
     with pytest.raises(ProgramError):  # conv records need a profile with supports_conv
         Program("loihi", list(spikes_prog.layers))
+
+
+def test_bench_conv_device_runs_end_to_end(capsys):
+    """The conv benchmark compiles the preset, runs sim and the float model and reports the ratio
+    the README quotes (no timing asserted: speed claims come from the benchmark itself)."""
+    import json
+
+    from experiments import bench_conv_device
+    bench_conv_device.main(["--T", "2", "3", "--B", "1", "2", "--rounds", "1", "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert [(r["T"], r["B"]) for r in out["rows"]] == [(2, 1), (2, 2), (3, 1), (3, 2)]
+    assert all(r["layers"] == ["conv", "conv", "dense"] and r["sim_over_float"] > 0 for r in out["rows"])
+    assert all(0 < rate < 1 for r in out["rows"] for rate in r["spike_rates"].values())
+    assert set(out["slope_time_vs_T"]) == {1, 2} and set(out["slope_time_vs_B"]) == {2, 3}
