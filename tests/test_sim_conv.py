@@ -396,4 +396,4 @@ def test_bench_conv_device_runs_end_to_end(capsys):
     assert [(r["T"], r["B"]) for r in out["rows"]] == [(2, 1), (2, 2), (3, 1), (3, 2)]
     assert all(r["layers"] == ["conv", "conv", "dense"] and r["sim_over_float"] > 0 for r in out["rows"])
     assert all(0 < rate < 1 for r in out["rows"] for rate in r["spike_rates"].values())
-    assert set(out["slope_time_vs_T"]) == {1, 2} and set(out["slope_time_vs_B"]) == {2, 3}
+    assert set(out["slope_time_vs_T"]) == {"1", "2"} and set(out["slope_time_vs_B"]) == {"2", "3"}
