@@ -20,10 +20,10 @@ import json
 import math
 import statistics
 import sys
-import time
 
 import torch
 
+from experiments.bench_device import _time
 from hw.compiler import compile_model
 from hw.device import open_device
 from snn.model import build_model
@@ -39,14 +39,6 @@ def make_model(T: int, seed: int = 0):
     for k, f in (("layers.0.weight", 2.0), ("layers.3.weight", 2.0), ("layers.7.weight", 3.0)):
         sd[k] = sd[k] * f
     return spec, sd
-
-
-def _time(fn, sync) -> float:
-    sync()
-    t0 = time.perf_counter()
-    fn()
-    sync()
-    return time.perf_counter() - t0
 
 
 def measure(T: int, B: int, device: torch.device, rounds: int, seed: int = 1) -> dict:

@@ -111,14 +111,18 @@ class Device(abc.ABC):
         self.close()
 
 
+def _check_shape(x, num_inputs: int, what: str) -> None:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{what} must be a torch.Tensor [T, B, N_in], got {type(x).__name__}")
+    if x.dim() != 3 or x.shape[2] != num_inputs:
+        raise ValueError(f"{what} must be [T, B, {num_inputs}] (the program's inputs), got {list(x.shape)}")
+    if x.shape[0] < 1 or x.shape[1] < 1:
+        raise ValueError(f"{what} must have T >= 1 and B >= 1, got {list(x.shape)}")
+
+
 def check_input_spikes(spikes: torch.Tensor, num_inputs: int) -> torch.Tensor:
     """Validate [T, B, N_in] input spikes with values in {0, 1}; returns them as uint8."""
-    if not isinstance(spikes, torch.Tensor):
-        raise TypeError(f"spikes must be a torch.Tensor [T, B, N_in], got {type(spikes).__name__}")
-    if spikes.dim() != 3 or spikes.shape[2] != num_inputs:
-        raise ValueError(f"spikes must be [T, B, {num_inputs}] (the program's inputs), got {list(spikes.shape)}")
-    if spikes.shape[0] < 1 or spikes.shape[1] < 1:
-        raise ValueError(f"spikes must have T >= 1 and B >= 1, got {list(spikes.shape)}")
+    _check_shape(spikes, num_inputs, "spikes")
     if spikes.dtype in (torch.uint8, torch.bool):
         bad = spikes.dtype == torch.uint8 and bool(spikes.amax() > 1)  # unsigned: only > 1 is wrong
     else:
@@ -132,12 +136,7 @@ def check_graded_input(values: torch.Tensor, num_inputs: int) -> torch.Tensor:
     """Validate [T, B, N_in] graded input (program format v2 GRADED_INPUT): integers in [-128, 127]
     (any integer dtype, or floats holding integers; make them from currents with
     `hw.fixed_point.quantize_input`); returns them as int8."""
-    if not isinstance(values, torch.Tensor):
-        raise TypeError(f"graded input must be a torch.Tensor [T, B, N_in], got {type(values).__name__}")
-    if values.dim() != 3 or values.shape[2] != num_inputs:
-        raise ValueError(f"graded input must be [T, B, {num_inputs}] (the program's inputs), got {list(values.shape)}")
-    if values.shape[0] < 1 or values.shape[1] < 1:
-        raise ValueError(f"graded input must have T >= 1 and B >= 1, got {list(values.shape)}")
+    _check_shape(values, num_inputs, "graded input")
     if values.dtype == torch.bool:
         return values.to(torch.int8)
     if values.dtype.is_floating_point and not bool((values == values.round()).all()):  # also NaN
