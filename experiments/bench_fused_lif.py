@@ -1,8 +1,9 @@
-"""One Leaky layer's forward + backward on the CPU, four ways, side by side (and RLeaky two ways): the per-step snnTorch
-arithmetic under autograd (the model's path before the fused Leaky), the fused multi-step Function
-in torch ops (snn/fused_lif.py, what spikeloop ships), `torch.compile` of the per-step loop, and
-a C kernel (plain C compiled here with the system compiler, called through ctypes: an experiment,
-not shipped).
+"""One Leaky layer's forward + backward on the CPU, five ways, side by side (and RLeaky two ways): the
+per-step snnTorch arithmetic under autograd (the model's path before the fused Leaky), the fused
+multi-step Function with its torch-op loops (`fused_torch_ops`, SPIKELOOP_LIF_KERNEL=0) and with
+its C loops (`fused_c_kernel`, snn/fused_lif_kernel.py: what spikeloop runs on the CPU),
+`torch.compile` of the per-step loop, and `torch.compile` of the fused torch-op Function
+(`torch_compile_fused_torch_ops`).
 
 Each contender runs z [T, B, N] -> (spikes, membranes), then backward of sum(g * spikes) with a
 fixed random g; subtract reset, beta 0.9, threshold 1, atan surrogate (slope 2). Rounds are
@@ -25,15 +26,12 @@ count on both paths), which caps its fused speed-up with subtract reset.
 from __future__ import annotations
 
 import argparse
-import ctypes
+import contextlib
 import math
-import shutil
+import os
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 import snntorch
 import snntorch.surrogate as snn_surrogate
@@ -43,91 +41,30 @@ from tqdm.auto import tqdm
 
 from experiments.args import add_number
 from experiments.output import add_json_flag, emit
+from snn import fused_lif_kernel
 from snn.fused_lif import leaky_multistep, rleaky_multistep
+from snn.fused_lif_kernel import KERNEL_ENV
 from snn.spec import Surrogate
 
-C_SOURCE = r"""
-#include <stdint.h>
-/* Leaky, subtract reset, atan surrogate. Compiled with -ffp-contract=off: the same float32
-   operations, in the same order, as the torch-ops path (no fused multiply-add). */
-void lif_fwd(const float* restrict z, float* restrict spk, float* restrict mem, float beta, float thr,
-             int64_t T, int64_t M, float* restrict u, float* restrict r) {
-    for (int64_t i = 0; i < M; i++) { u[i] = 0.f; r[i] = (0.f - thr > 0.f) ? 1.f : 0.f; }
-    for (int64_t t = 0; t < T; t++) {
-        const float* restrict zt = z + t * M; float* restrict mt = mem + t * M; float* restrict st = spk + t * M;
-        for (int64_t i = 0; i < M; i++) {
-            float a = beta * u[i];
-            a = a + zt[i];
-            float m = a - r[i] * thr;
-            float s = m > thr ? 1.f : 0.f;
-            mt[i] = m; st[i] = s; u[i] = m; r[i] = s;
-        }
-    }
-}
-void lif_bwd(const float* restrict mem, const float* restrict gspk, float beta, float thr, float c,
-             float half_slope, int64_t T, int64_t M, float* restrict dz) {
-    for (int64_t t = T - 1; t >= 0; t--) {
-        const float* restrict mt = mem + t * M; const float* restrict gt = gspk + t * M;
-        float* restrict dt = dz + t * M; const float* restrict dn = dz + (t + 1) * M;
-        if (t + 1 < T) {
-            for (int64_t i = 0; i < M; i++) {
-                float x = c * (mt[i] - thr);
-                dt[i] = half_slope / (1.f + x * x) * gt[i] + beta * dn[i];
-            }
-        } else {
-            for (int64_t i = 0; i < M; i++) {
-                float x = c * (mt[i] - thr);
-                dt[i] = half_slope / (1.f + x * x) * gt[i];
-            }
-        }
-    }
-}
-"""
+@contextlib.contextmanager
+def lif_kernel(on: bool):
+    """Run the fused Functions with (on) or without the C loops of snn/fused_lif_kernel.py."""
+    saved = os.environ.get(KERNEL_ENV)
+    os.environ[KERNEL_ENV] = "1" if on else "0"
+    try:
+        yield
+    finally:
+        if saved is None:
+            del os.environ[KERNEL_ENV]
+        else:
+            os.environ[KERNEL_ENV] = saved
 
 
-def build_c_kernel() -> tuple[ctypes.CDLL | None, float, str]:
-    """(library, compile seconds, note); library None when no C compiler works."""
-    cc = shutil.which("cc") or shutil.which("gcc")
-    if cc is None:
-        return None, 0.0, "no C compiler on PATH"
-    d = Path(tempfile.mkdtemp(prefix="spikeloop-lif-"))
-    (d / "lif.c").write_text(C_SOURCE)
-    t0 = time.perf_counter()
-    proc = subprocess.run([cc, "-O3", "-march=native", "-ffp-contract=off", "-shared", "-fPIC", "-o",
-                           str(d / "lif.so"), str(d / "lif.c")], capture_output=True, text=True)
-    seconds = time.perf_counter() - t0
-    if proc.returncode != 0:
-        return None, seconds, f"compile failed: {proc.stderr[-300:]}"
-    lib = ctypes.CDLL(str(d / "lif.so"))
-    f, i64, p = ctypes.c_float, ctypes.c_int64, ctypes.c_void_p
-    lib.lif_fwd.argtypes = [p, p, p, f, f, i64, i64, p, p]
-    lib.lif_bwd.argtypes = [p, p, f, f, f, f, i64, i64, p]
-    return lib, seconds, f"{Path(cc).name} -O3 -march=native -ffp-contract=off"
-
-
-def c_leaky_fn(lib, beta: float, thr: float, slope: float):
-    """An autograd Function around the C kernel (float32, contiguous, scalar beta/threshold)."""
-    c, half = math.pi / 2 * slope, slope / 2
-
-    class CLeaky(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx, z):
-            T, M = z.shape[0], z[0].numel()
-            spk, mem = torch.empty_like(z), torch.empty_like(z)
-            u, r = torch.empty(M), torch.empty(M)
-            lib.lif_fwd(z.data_ptr(), spk.data_ptr(), mem.data_ptr(), beta, thr, T, M, u.data_ptr(), r.data_ptr())
-            ctx.save_for_backward(mem)
-            return spk, mem
-
-        @staticmethod
-        def backward(ctx, g_spk, g_mem):
-            (mem,) = ctx.saved_tensors
-            dz = torch.empty_like(mem)
-            lib.lif_bwd(mem.data_ptr(), g_spk.contiguous().data_ptr(), beta, thr, c, half, mem.shape[0],
-                        mem[0].numel(), dz.data_ptr())
-            return dz
-
-    return lambda z: CLeaky.apply(z.contiguous())
+def with_kernel(f, on: bool):
+    def g(*args):
+        with lif_kernel(on):
+            return f(*args)
+    return g
 
 
 def run(T: int, B: int, N: int, rounds: int, threads: int, with_compile: bool) -> dict:
@@ -150,12 +87,19 @@ def run(T: int, B: int, N: int, rounds: int, threads: int, with_compile: bool) -
             mem_t.append(mem)
         return torch.stack(spk_t), torch.stack(mem_t)
 
-    contenders = {"per_step_autograd": per_step,
-                  "fused_torch_ops": lambda z: leaky_multistep(z, beta, thr, "subtract", Surrogate("atan", slope))}
-    lib, secs, note = build_c_kernel()
-    notes, compile_s = {"c_kernel": note}, {"c_kernel": secs}
-    if lib is not None:
-        contenders["c_kernel"] = c_leaky_fn(lib, 0.9, 1.0, slope)
+    def fused(z):
+        return leaky_multistep(z, beta, thr, "subtract", Surrogate("atan", slope))
+
+    contenders = {"per_step_autograd": per_step, "fused_torch_ops": with_kernel(fused, False)}
+    notes, compile_s = {}, {}
+    t0 = time.perf_counter()
+    with lif_kernel(True):
+        have_c = fused_lif_kernel.available()  # builds it on first use (cached in ~/.cache/spikeloop)
+    compile_s["fused_c_kernel"] = time.perf_counter() - t0
+    if have_c:
+        contenders["fused_c_kernel"] = with_kernel(fused, True)
+    else:
+        notes["fused_c_kernel"] = "C kernel not available (no C compiler?)"
 
     def step(f):
         z = z0.clone().requires_grad_()
@@ -187,6 +131,14 @@ def run(T: int, B: int, N: int, rounds: int, threads: int, with_compile: bool) -
         except Exception as e:  # noqa: BLE001 - a compile failure is a result, reported
             notes["torch_compile"] = f"torch.compile failed: {type(e).__name__}: {str(e)[:200]}"
         compile_s["torch_compile"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        try:  # the fused Function's torch-op loop (kernel off) under torch.compile
+            compiled_fused = with_kernel(torch.compile(fused), False)
+            step(compiled_fused)
+            contenders["torch_compile_fused_torch_ops"] = compiled_fused
+        except Exception as e:  # noqa: BLE001 - a compile failure is a result, reported
+            notes["torch_compile_fused_torch_ops"] = f"torch.compile failed: {type(e).__name__}: {str(e)[:200]}"
+        compile_s["torch_compile_fused_torch_ops"] = time.perf_counter() - t0
 
     ref = step(per_step)
     checks = {}

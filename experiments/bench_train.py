@@ -7,6 +7,9 @@ batch size, T, loss (snnTorch's ce_count_loss, mean) and optimizer (Adam), one e
 
 - `model_step`: spikeloop's `SpikingNetwork` (fused multi-step Leaky, snn/fused_lif.py) on input
   spikes encoded beforehand: forward + backward + Adam and nothing else (the "raw model step").
+- `model_step_torch_ops`: the same model step with the fused Functions' torch-op loops
+  (SPIKELOOP_LIF_KERNEL=0) instead of their C loops (snn/fused_lif_kernel.py, `model_step`'s
+  default on the CPU).
 - `model_step_snntorch_lif`: the same with `fused_lif = False`, Leaky layers stepped one time step
   at a time with snnTorch's arithmetic (the model step before the fused Leaky).
 - `trainer`: `Trainer.fit` for one epoch on the raw samples (it encodes every batch itself,
@@ -42,6 +45,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from experiments.args import add_number
+from experiments.bench_fused_lif import lif_kernel
 from experiments.output import add_json_flag, emit
 from snn.data import load_dataset
 from snn.encoding import encode_batch
@@ -49,7 +53,7 @@ from snn.model import build_model
 from snn.presets import fc
 from snn.training import TrainConfig, Trainer
 
-BENCH_VERSION = 2
+BENCH_VERSION = 3
 TARGETS = {"fused_vs_snntorch_lif": {256: 1.4, 1000: 1.2}, "trainer_vs_model_step": 0.95}
 
 
@@ -202,11 +206,16 @@ def _checks(init, spec, x) -> dict:
     """Same input spikes -> identical output spikes: fused vs per-step model, model vs tutorial."""
     spk_in = encode_batch(spec, x, torch.Generator().manual_seed(0))
     with torch.no_grad():
-        fused = _model(init, spec, True)(spk_in)
+        with lif_kernel(True):
+            fused = _model(init, spec, True)(spk_in)
         stepped = _model(init, spec, False)(spk_in)
         tutorial = tutorial_net_like(init, spec)(spk_in.flatten(2))
+        with lif_kernel(False):
+            torch_ops = _model(init, spec, True)(spk_in)
     return {"fused_equals_snntorch_lif": bool(torch.equal(fused.spikes, stepped.spikes)
                                               and torch.equal(fused.mem, stepped.mem)),
+            "fused_torch_ops_equals_snntorch_lif": bool(torch.equal(torch_ops.spikes, stepped.spikes)
+                                                        and torch.equal(torch_ops.mem, stepped.mem)),
             "model_equals_snntorch_loop": bool(torch.equal(fused.spikes, tutorial))}
 
 
@@ -233,7 +242,11 @@ def bench_shape(data, hidden: int, num_steps: int, batch_size: int, train: int, 
 
     def run(side: str) -> float:
         if side == "model_step":
-            return _steps(_model(init, spec, True), batches, lr, flat=False)
+            with lif_kernel(True):
+                return _steps(_model(init, spec, True), batches, lr, flat=False)
+        if side == "model_step_torch_ops":
+            with lif_kernel(False):
+                return _steps(_model(init, spec, True), batches, lr, flat=False)
         if side == "model_step_snntorch_lif":
             return _steps(_model(init, spec, False), batches, lr, flat=False)
         if side in ("trainer", "trainer_in_line"):
@@ -272,6 +285,8 @@ def bench_shape(data, hidden: int, num_steps: int, batch_size: int, train: int, 
         "samples_per_cpu_s": {s: statistics.median(r[s]["samples_per_cpu_s"] for r in per_round) for s in sides},
         "ratios": {
             "fused_vs_snntorch_lif": ratio("model_step", "model_step_snntorch_lif"),
+            "fused_torch_ops_vs_snntorch_lif": ratio("model_step_torch_ops", "model_step_snntorch_lif"),
+            "fused_kernel_vs_torch_ops": ratio("model_step", "model_step_torch_ops"),
             "trainer_vs_model_step": ratio("trainer", "model_step"),
             "trainer_vs_model_step_cpu_time": ratio("trainer", "model_step", "samples_per_cpu_s"),
             "trainer_in_line_vs_model_step": ratio("trainer_in_line", "model_step"),
@@ -286,7 +301,8 @@ def bench_shape(data, hidden: int, num_steps: int, batch_size: int, train: int, 
     return out
 
 
-CONTENDERS = ("model_step", "model_step_snntorch_lif", "trainer", "trainer_in_line", "snntorch_loop", "norse",
+CONTENDERS = ("model_step", "model_step_torch_ops", "model_step_snntorch_lif", "trainer", "trainer_in_line",
+              "snntorch_loop", "norse",
               "spikingjelly")
 
 
@@ -358,7 +374,8 @@ def main(argv=None) -> int:
     res = run_benchmark(a.dataset, hidden, threads, a.num_steps, a.batch_size, a.max_train, a.rounds,
                         contenders=contenders, progress=sys.stderr.isatty())
     emit(res, a.json, title="training throughput (CPU)")
-    ok = all(s["fused_equals_snntorch_lif"] and s["model_equals_snntorch_loop"] for s in res["shapes"])
+    ok = all(s["fused_equals_snntorch_lif"] and s["fused_torch_ops_equals_snntorch_lif"]
+             and s["model_equals_snntorch_loop"] for s in res["shapes"])
     return 0 if ok else 1
 
 

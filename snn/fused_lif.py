@@ -12,9 +12,15 @@ surrogate and the parameter gradients are computed once over all T steps and onl
 step, the recurrent weight gradient one product over all steps). Parameter gradients other than
 the dense recurrent weight are summed in float64.
 
+On CPU float32/float64 tensors the Leaky and Synaptic loops run as compiled C
+(snn/fused_lif_kernel.py: all T steps of the forward, and of the backward, in one call each; the
+same operations in the same order, so the same bits); elsewhere (CUDA, other dtypes, the RLeaky,
+or SPIKELOOP_LIF_KERNEL=0) the torch-op loops below run. A float64 layer with a 0-dim threshold
+subtracts float32(R*theta), as snnTorch does (its reset signal is float32), on every path.
+
 tests/test_fused_lif.py checks forward bits and gradients (within 1e-6 of the gradient's scale in
-float64) against snnTorch's modules and autograd. The ops are plain torch ops, so the same code
-runs on CUDA (no Triton/CUDA kernel yet).
+float64) against snnTorch's modules and autograd, on both the C and the torch-op loops. The torch
+ops run on CUDA too (no Triton/CUDA kernel yet).
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from . import fused_lif_kernel as _kernel
 from .spec import SURROGATES, Surrogate
 
 
@@ -48,6 +55,19 @@ def surrogate_grad(name: str, slope: float, x: torch.Tensor, grad: torch.Tensor)
     raise ValueError(f"surrogate must be one of {SURROGATES}, got {name!r}")
 
 
+def _narrow_reset(z: torch.Tensor, thr: torch.Tensor) -> bool:
+    """Whether snnTorch's R*theta is a float32 product for this layer: its reset signal R is
+    float32 (its surrogates' forward returns `.float()`), and with a 0-dim threshold torch's
+    promotion keeps the product float32, so a float64 layer subtracts float32(theta)."""
+    return torch.result_type(torch.empty(1, dtype=torch.float32, device=z.device), thr) != z.dtype
+
+
+def _use_kernel(z: torch.Tensor, params: list[torch.Tensor], sg_name: str) -> bool:
+    """Whether the C loops of snn/fused_lif_kernel.py run this call (CPU float32/float64, the
+    kernel built and not disabled by SPIKELOOP_LIF_KERNEL=0); else the torch-op loops below."""
+    return _kernel.applies(z, params, sg_name)
+
+
 def _sum_to(grad: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """Sum a [T, B, *F] gradient down to a parameter's shape (0-dim or broadcastable to F)."""
     if like.dim() == 0:
@@ -59,10 +79,21 @@ class _LeakyMultistep(torch.autograd.Function):
     @staticmethod
     def forward(ctx, z, beta, threshold, subtract, sg_name, sg_slope):
         T = z.shape[0]
+        thr = threshold.detach()
+        narrow = subtract and _narrow_reset(z, thr)  # float64 layer, 0-dim threshold: float32 R*theta
+        ctx.cfg = (subtract, sg_name, sg_slope)
+        ctx.set_materialize_grads(False)
+        ctx.kernel = None
+        if _use_kernel(z, [beta, threshold], sg_name):
+            feat = z.shape[2:]
+            bv, tv = _kernel.vec(beta, feat), _kernel.vec(thr, feat)
+            spk, mem = _kernel.leaky_forward(z, bv, tv, subtract, narrow)
+            ctx.kernel = (bv, tv)
+            ctx.save_for_backward(mem, spk, None, beta, threshold)
+            return spk, mem
         spk = torch.empty_like(z)
         mem = torch.empty_like(z)
         u = torch.zeros_like(z[0])
-        thr = threshold.detach()
         # R[1] = H(U[0] - theta) with U[0] = 0: zero for every positive threshold
         r0 = (u - thr > 0).to(z.dtype)
         r = r0
@@ -72,8 +103,11 @@ class _LeakyMultistep(torch.autograd.Function):
             if subtract:  # U = (beta*U + X) - R*theta, the snnTorch expression's rounding order
                 torch.mul(beta, u, out=m)
                 m.add_(z[t])
-                torch.mul(r, thr, out=tmp)
-                m.sub_(tmp)
+                if narrow:
+                    m.sub_(torch.mul(r.to(torch.float32), thr))
+                else:
+                    torch.mul(r, thr, out=tmp)
+                    m.sub_(tmp)
             else:  # U = beta*((1 - R)*U) + X
                 torch.sub(1, r, out=tmp)
                 tmp.mul_(u)
@@ -83,8 +117,6 @@ class _LeakyMultistep(torch.autograd.Function):
             torch.gt(m, thr, out=spk[t])
             u, r = m, spk[t]
         ctx.save_for_backward(mem, spk, r0, beta, threshold)
-        ctx.cfg = (subtract, sg_name, sg_slope)
-        ctx.set_materialize_grads(False)
         return spk, mem
 
     @staticmethod
@@ -95,6 +127,22 @@ class _LeakyMultistep(torch.autograd.Function):
         T = mem.shape[0]
         need_z, need_beta, need_thr = ctx.needs_input_grad[:3]
         thr = threshold.detach()
+        if ctx.kernel is not None:
+            if g_spk is None and g_mem is None:
+                return None, None, None, None, None, None
+            bv, tv = ctx.kernel
+            feat = mem.shape[2:]
+            dm, s_ds, s_r, s_beta = _kernel.leaky_backward(mem, spk, bv, tv, g_spk, g_mem, subtract, sg_name,
+                                                           sg_slope, need_thr, need_beta)
+            g_beta = _kernel.reduce_sum(s_beta, beta, feat).to(beta.dtype) if need_beta else None
+            g_thr = None
+            if need_thr:
+                g_thr = torch.zeros(threshold.shape, dtype=torch.float64)
+                for s in (s_ds, s_r):
+                    if s is not None:
+                        g_thr -= _kernel.reduce_sum(s, threshold, feat)
+                g_thr = g_thr.to(threshold.dtype)
+            return (dm if need_z else None), g_beta, g_thr, None, None, None
         ds = None  # surrogate term dL/dS * dS/dU, [T, B, *F]
         if g_spk is not None:
             ds = surrogate_grad(sg_name, sg_slope, mem - thr, g_spk)
@@ -163,10 +211,21 @@ class _SynapticMultistep(torch.autograd.Function):
     @staticmethod
     def forward(ctx, z, alpha, beta, threshold, subtract, sg_name, sg_slope):
         T = z.shape[0]
+        thr = threshold.detach()
+        narrow = subtract and _narrow_reset(z, thr)  # float64 layer, 0-dim threshold: float32 R*theta
+        ctx.cfg = (subtract, sg_name, sg_slope)
+        ctx.set_materialize_grads(False)
+        ctx.kernel = None
+        if _use_kernel(z, [alpha, beta, threshold], sg_name):
+            feat = z.shape[2:]
+            av, bv, tv = (_kernel.vec(p, feat) for p in (alpha, beta, thr))
+            spk, syn, mem = _kernel.synaptic_forward(z, av, bv, tv, subtract, narrow)
+            ctx.kernel = (av, bv, tv)
+            ctx.save_for_backward(mem, syn, spk, None, alpha, beta, threshold)
+            return spk, syn, mem
         spk, mem, syn = torch.empty_like(z), torch.empty_like(z), torch.empty_like(z)
         u = torch.zeros_like(z[0])
         i_prev = u
-        thr = threshold.detach()
         r0 = (u - thr > 0).to(z.dtype)
         r = r0
         v = torch.empty_like(u)
@@ -177,7 +236,9 @@ class _SynapticMultistep(torch.autograd.Function):
             i_t.add_(z[t])
             torch.mul(beta, u, out=v)  # V = beta*U + I
             v.add_(i_t)
-            if subtract:  # U = V - R*theta
+            if narrow:  # U = V - float32(R*theta)
+                torch.sub(v, torch.mul(r.to(torch.float32), thr), out=m)
+            elif subtract:  # U = V - R*theta
                 torch.mul(r, thr, out=tmp)
                 torch.sub(v, tmp, out=m)
             else:  # U = V - V*R (snnTorch subtracts the recomputed V times the reset)
@@ -186,8 +247,6 @@ class _SynapticMultistep(torch.autograd.Function):
             torch.gt(m, thr, out=spk[t])
             u, r, i_prev = m, spk[t], i_t
         ctx.save_for_backward(mem, syn, spk, r0, alpha, beta, threshold)
-        ctx.cfg = (subtract, sg_name, sg_slope)
-        ctx.set_materialize_grads(False)
         return spk, syn, mem
 
     @staticmethod
@@ -200,6 +259,22 @@ class _SynapticMultistep(torch.autograd.Function):
         thr = threshold.detach()
         if g_spk is None and g_syn is None and g_mem is None:
             return (None,) * 7
+        if ctx.kernel is not None:
+            av, bv, tv = ctx.kernel
+            feat = mem.shape[2:]
+            di, s_ds, s_r, s_alpha, s_beta = _kernel.synaptic_backward(
+                mem, syn, spk, av, bv, tv, g_spk, g_syn, g_mem, subtract, sg_name, sg_slope, need_thr,
+                need_alpha, need_beta)
+            g_alpha = _kernel.reduce_sum(s_alpha, alpha, feat).to(alpha.dtype) if need_alpha else None
+            g_beta = _kernel.reduce_sum(s_beta, beta, feat).to(beta.dtype) if need_beta else None
+            g_thr = None
+            if need_thr:
+                g_thr = torch.zeros(threshold.shape, dtype=torch.float64)
+                for s in (s_ds, s_r):
+                    if s is not None:
+                        g_thr -= _kernel.reduce_sum(s, threshold, feat)
+                g_thr = g_thr.to(threshold.dtype)
+            return (di if need_z else None), g_alpha, g_beta, g_thr, None, None, None
         ds = surrogate_grad(sg_name, sg_slope, mem - thr, g_spk) if g_spk is not None else None
         h = torch.zeros_like(mem) if ds is None else ds.clone()
         if g_mem is not None:
@@ -288,8 +363,7 @@ class _RLeakyMultistep(torch.autograd.Function):
         # snnTorch's reset R is float32 (its surrogates' forward returns `.float()`), and R*theta
         # follows torch's promotion: for a float64 layer with a 0-dim threshold the product is
         # float32, so the float64 RLeaky subtracts float32(theta); repeated here
-        r_thr_dtype = torch.result_type(torch.empty(1, dtype=torch.float32, device=z.device), thr)
-        narrow = subtract and r_thr_dtype != z.dtype
+        narrow = subtract and _narrow_reset(z, thr)
         # F.linear's input: a slice of spk when it sits on the alignment of a fresh tensor (what
         # snnTorch passes: 64 bytes on the CPU, 512 on CUDA), else a fresh copy. The BLAS result
         # depends on it: a misaligned [B, N] view gives other float32 bits for some shapes

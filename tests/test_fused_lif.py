@@ -13,12 +13,29 @@ import torch
 
 from torch import nn
 
+from snn import fused_lif_kernel
 from snn.fused_lif import SURROGATES, leaky_multistep, rleaky_multistep, surrogate_grad, synaptic_multistep
+from snn.fused_lif_kernel import KERNEL_ENV
 from snn.model import build_model, surrogate_fn
 from snn.presets import fc
 from snn.spec import Conv2d, Flatten, Leaky, Linear, MaxPool2d, ModelSpec, RLeaky, Surrogate, Synaptic
 
 GRAD_RTOL = 1e-6
+
+
+@pytest.fixture(params=["c", "torch"])
+def lif_backend(request, monkeypatch):
+    """The fused Leaky/Synaptic run their C loops (snn/fused_lif_kernel.py, "c") or their torch-op
+    loops ("torch", SPIKELOOP_LIF_KERNEL=0); the test fails if "c" silently falls back."""
+    monkeypatch.setenv(KERNEL_ENV, "1" if request.param == "c" else "0")
+    if request.param == "c" and not fused_lif_kernel.available():
+        pytest.skip("no C compiler for the fused LIF kernel")
+    calls = []
+    for name in ("leaky_forward", "synaptic_forward"):
+        f = getattr(fused_lif_kernel, name)
+        monkeypatch.setattr(fused_lif_kernel, name, lambda *a, _f=f, **k: calls.append(1) or _f(*a, **k))
+    yield request.param
+    assert bool(calls) == (request.param == "c"), f"C kernel calls: {len(calls)} with backend {request.param}"
 
 
 def _snntorch_run(z, beta, threshold, reset, surrogate, learn_beta, learn_threshold):
@@ -76,7 +93,7 @@ def _loss(c, spk, mem, dtype):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("seed", range(30))
-def test_fused_leaky_equals_snntorch_random(seed, dtype):
+def test_fused_leaky_equals_snntorch_random(seed, dtype, lif_backend):
     """Seeded random shapes, resets, surrogates, scalar/per-neuron and learnable beta/threshold,
     graded and binary inputs; gradients of sum(w_spk*S) + sum(w_mem*U).
 
@@ -150,7 +167,7 @@ def _synaptic_loss(c, out, dtype):
 
 
 @pytest.mark.parametrize("seed", range(20))
-def test_fused_synaptic_equals_snntorch_random(seed):
+def test_fused_synaptic_equals_snntorch_random(seed, lif_backend):
     """Synaptic: forward bit-identical in float32 and float64 (spikes, currents, membranes);
     gradients (input, alpha, beta, threshold) within 1e-6 of their scale in float64."""
     c = _synaptic_case(seed)
@@ -191,6 +208,114 @@ def test_random_cases_cover_spikes_resets_and_surrogates():
         spk, _ = leaky_multistep(c["z"], c["beta"].clamp(0, 1), c["threshold"], c["reset"], c["surrogate"])
         rates.append(spk.mean().item())
     assert sum(0.02 < r < 0.98 for r in rates) >= 25
+
+
+def _snntorch_layer_run(kind, z, beta, threshold, reset, surrogate, alpha=None):
+    """snnTorch's Leaky or Synaptic (float32 0-dim/per-neuron parameters, cast with .to(z.dtype) as a
+    model is) stepped over z; returns the stacked (spikes, membranes[, currents])."""
+    kw = dict(beta=beta.clone(), threshold=threshold.clone(), spike_grad=surrogate_fn(surrogate), reset_mechanism=reset)
+    lif = (snntorch.Leaky(**kw) if kind == "leaky" else snntorch.Synaptic(alpha=alpha.clone(), **kw)).to(z.dtype)
+    mem = syn = torch.zeros_like(z[0])
+    out = []
+    for t in range(z.shape[0]):
+        if kind == "leaky":
+            spk, mem = lif(z[t], mem)
+            out.append((spk.to(z.dtype), mem))
+        else:
+            spk, syn, mem = lif(z[t], syn, mem)
+            out.append((spk.to(z.dtype), mem, syn))
+    return [torch.stack(v) for v in zip(*out)], lif
+
+
+@pytest.mark.parametrize("kind", ["leaky", "synaptic"])
+@pytest.mark.parametrize("reset", ["subtract", "zero"])
+def test_float64_threshold_off_float32_grid(kind, reset, lif_backend):
+    """float64 layers whose 0-dim threshold is off the float32 grid: snnTorch's reset R is float32,
+    so R*theta is a float32 product there (float32(theta) subtracted); a per-neuron threshold
+    promotes to float64. The fused forward repeats both, bit for bit, on both backends."""
+    gen = torch.Generator().manual_seed(7)
+    z = torch.randn(30, 4, 6, generator=gen, dtype=torch.float64) * 0.8
+    alpha = torch.tensor(0.6)
+    for thr0 in (torch.tensor(0.7, dtype=torch.float64) + 1e-9,
+                 torch.rand(6, generator=gen, dtype=torch.float64) * 0.5 + 0.5 + 1e-9):
+        assert thr0.float().double().ne(thr0).all()  # really off the float32 grid
+        ref, _ = _snntorch_layer_run(kind, z, torch.tensor(0.9), thr0, reset, Surrogate(), alpha)
+        beta, thr = torch.tensor(0.9).double(), thr0  # snnTorch: the float32 beta cast by .to()
+        if kind == "leaky":
+            got = leaky_multistep(z, beta, thr, reset, Surrogate())
+        else:
+            spk, syn, mem = synaptic_multistep(z, alpha.double(), beta, thr, reset, Surrogate())
+            got = (spk, mem, syn)
+        assert 0 < ref[0].mean() < 1
+        for g, r in zip(got, ref):
+            assert torch.equal(_bits(g), _bits(r)), (kind, reset, thr0.dim())
+
+
+@pytest.mark.parametrize("shape", [(), (4,), (3, 1), (1, 4), (3, 4)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_c_kernel_equals_torch_ops_broadcast_params(shape, dtype, monkeypatch):
+    """Parameters broadcast to the features [3, 4] in every way: the C loops' spikes, currents and
+    membranes equal the torch-op loops' bits (and snnTorch's), their gradients within 1e-6 of scale
+    (float64) or 1e-5 (float32); every surrogate, both resets, all parameters learnable."""
+    if not fused_lif_kernel.available():
+        pytest.skip("no C compiler for the fused LIF kernel")
+    gen = torch.Generator().manual_seed(11)
+    z0 = torch.randn(12, 5, 3, 4, generator=gen, dtype=dtype)
+    w = torch.randn(3, 12, 5, 3, 4, generator=gen, dtype=dtype)
+    params0 = {"alpha": torch.rand(shape, generator=gen, dtype=dtype),
+               "beta": torch.rand(shape, generator=gen, dtype=dtype) * 0.5 + 0.5,
+               "threshold": torch.rand(shape, generator=gen, dtype=dtype) * 0.5 + 0.5}
+    tol = GRAD_RTOL if dtype == torch.float64 else 1e-5
+    for name in SURROGATES:
+        for reset in ("subtract", "zero"):
+            for kind in ("leaky", "synaptic"):
+                res = {}
+                for backend in ("1", "0"):
+                    monkeypatch.setenv(KERNEL_ENV, backend)
+                    z = z0.clone().requires_grad_()
+                    p = {k: v.clone().requires_grad_() for k, v in params0.items()}
+                    sg = Surrogate(name, 3.0)
+                    if kind == "leaky":
+                        outs = leaky_multistep(z, p["beta"], p["threshold"], reset, sg)
+                    else:
+                        outs = synaptic_multistep(z, p["alpha"], p["beta"], p["threshold"], reset, sg)
+                    sum((o * wi).sum() for o, wi in zip(outs, w)).backward()
+                    grads = {"input": z.grad, **{k: v.grad for k, v in p.items() if v.grad is not None}}
+                    res[backend] = ([o.detach() for o in outs], grads)
+                (c_out, c_g), (t_out, t_g) = res["1"], res["0"]
+                for a, b in zip(c_out, t_out):
+                    assert torch.equal(_bits(a), _bits(b)), (name, reset, kind)
+                assert set(c_g) == set(t_g)
+                for k in t_g:
+                    err, scale = (c_g[k] - t_g[k]).abs().max().item(), t_g[k].abs().max().item()
+                    assert err <= tol * scale, (name, reset, kind, k, err, scale)
+                if name == "atan" and dtype == torch.float32:
+                    ref, _ = _snntorch_layer_run(kind, z0, params0["beta"], params0["threshold"], reset, Surrogate(),
+                                                 params0["alpha"])
+                    assert 0 < ref[0].mean() < 1
+                    for a, b in zip(c_out if kind == "leaky" else (c_out[0], c_out[2], c_out[1]), ref):
+                        assert torch.equal(_bits(a), _bits(b)), (reset, kind)
+
+
+def test_kernel_switch_and_applicability(monkeypatch):
+    """SPIKELOOP_LIF_KERNEL=0 turns the C loops off (the torch-op loops run, same bits); they
+    apply only to CPU float32/float64 tensors with a known surrogate and parameters broadcastable
+    to the features."""
+    z = torch.randn(5, 2, 3)
+    p = [torch.tensor(0.9), torch.ones(3)]
+    monkeypatch.setenv(KERNEL_ENV, "0")
+    assert not fused_lif_kernel.available() and not fused_lif_kernel.applies(z, p, "atan")
+    off = leaky_multistep(z, p[0], p[1], "subtract", Surrogate())
+    monkeypatch.delenv(KERNEL_ENV)
+    if not fused_lif_kernel.available():
+        pytest.skip("no C compiler for the fused LIF kernel")
+    assert fused_lif_kernel.applies(z, p, "atan") and fused_lif_kernel.applies(z.double(), [q.double() for q in p],
+                                                                              "triangular")
+    assert not fused_lif_kernel.applies(z.half(), p, "atan")
+    assert not fused_lif_kernel.applies(z, p, "no_such_surrogate")
+    assert not fused_lif_kernel.applies(z, [torch.ones(2)], "atan")
+    on = leaky_multistep(z, p[0], p[1], "subtract", Surrogate())
+    assert all(torch.equal(a, b) for a, b in zip(on, off))
 
 
 @pytest.mark.parametrize("reset", ["subtract", "zero"])
@@ -234,7 +359,7 @@ def _net_grads(model, x):
 
 
 @pytest.mark.parametrize("reset", ["subtract", "zero"])
-def test_model_uses_fused_path_with_snntorch_results(reset, monkeypatch):
+def test_model_uses_fused_path_with_snntorch_results(reset, monkeypatch, lif_backend):
     """SpikingNetwork picks the fused Leaky by default; outputs equal the snnTorch module path
     bit for bit (fused_lif=False and the hand step function disabled) and gradients agree."""
     import snn.fused_lif as fl
@@ -268,7 +393,7 @@ def test_model_uses_fused_path_with_snntorch_results(reset, monkeypatch):
 
 
 @pytest.mark.parametrize("reset", ["subtract", "zero"])
-def test_model_synaptic_uses_fused_path_with_snntorch_results(reset):
+def test_model_synaptic_uses_fused_path_with_snntorch_results(reset, lif_backend):
     """A network with a Synaptic layer: fused (default) and snnTorch modules give the same
     recorded spikes, currents and membranes bit for bit, and close gradients."""
     spec = ModelSpec(layers=(
