@@ -197,3 +197,12 @@ def test_gain_of_a_huge_graded_input_saturates_instead_of_overflowing():
             dev.load(prog)
             res = dev.run(x, probe=True)
         assert res.membranes[0].reshape(-1).tolist() == want, fused
+
+
+def test_graded_input_wider_than_a_frame_is_refused_naming_the_limit(emulator):
+    n, m = 4, 2000
+    layer = LayerProgram("leaky", "subtract", 0, np.ones((n, m), np.int8), np.zeros(n, np.int32),
+                         np.full(n, 100, np.int32), np.zeros(n, np.uint16))
+    emulator.load(Program("mcu", (layer,), num_steps=2, graded_input=True, input_scale=127.0))
+    with pytest.raises(Exception, match=r"a single step of 2000 graded inputs \(at most 1012 per RUN frame\)"):
+        emulator.run(torch.ones(2, 1, m, dtype=torch.int8))

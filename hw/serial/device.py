@@ -236,7 +236,9 @@ class SerialDevice(Device):
         if n < 1:
             what = f"{self.payload_limit}-byte frames" + \
                 (f" and the board's {self.board.max_record_bytes}-byte record buffer" if probe else "")
-            raise DeviceError(f"a single step does not fit {what}")
+            of = (f" of {p.num_inputs} graded inputs (at most {room} per RUN frame)"
+                  if p.graded_input and p.num_inputs > room else "")
+            raise DeviceError(f"a single step{of} does not fit {what}")
         return n
 
     def _fewest_round_trips(self, n_max: int, step: int, row_out: int, counters: int) -> int:
