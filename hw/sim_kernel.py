@@ -22,11 +22,10 @@ then uses the torch loop.
 from __future__ import annotations
 
 import ctypes
-import os
 
 import torch
 
-from snn.cbuild import build_library
+from snn.cbuild import LazyLibrary, build_library
 
 from . import fixed_point as fxp
 
@@ -222,8 +221,6 @@ int64_t sl_count_u8(const uint8_t *s, int64_t n)
 }
 """
 
-_LIB = None
-_TRIED = False
 
 
 def _build() -> ctypes.CDLL | None:
@@ -243,19 +240,13 @@ def _build() -> ctypes.CDLL | None:
     return lib
 
 
+_KERNEL = LazyLibrary(_build, "SPIKELOOP_SIM_KERNEL")
+
+
 def available() -> bool:
     """True when the C kernel is built (or could be built now) and not disabled by
     SPIKELOOP_SIM_KERNEL=0."""
-    global _LIB, _TRIED
-    if os.environ.get("SPIKELOOP_SIM_KERNEL", "1") == "0":
-        return False
-    if not _TRIED:
-        _TRIED = True
-        try:
-            _LIB = _build()
-        except OSError:
-            _LIB = None
-    return _LIB is not None
+    return _KERNEL.available()
 
 
 def _ptr(t: torch.Tensor | None) -> int | None:
@@ -291,7 +282,7 @@ def mcu_layer(a: torch.Tensor, p: fxp.LayerParams, nonideal=None, sample0: int =
     if nonideal is not None:
         gain, amp, prefix = (None if v is None else v.to(torch.int64).contiguous() for v in nonideal)
     counts = torch.zeros(2, dtype=torch.int64)
-    _LIB.sl_mcu_layer(T, B, N, NEURON_CODES[p.neuron_type], RESET_CODES[p.reset], a.data_ptr(), kinds[a.dtype],
+    _KERNEL.lib.sl_mcu_layer(T, B, N, NEURON_CODES[p.neuron_type], RESET_CODES[p.reset], a.data_ptr(), kinds[a.dtype],
                       int(p.w_shift), _ptr(gain), p.bias.data_ptr(), p.threshold.data_ptr(), p.decay_mem.data_ptr(),
                       _ptr(p.decay_syn), _ptr(p.rec_gain), _ptr(rec_w), int(p.rec_shift), _ptr(amp), _ptr(prefix),
                       int(sample0), u.data_ptr(), i.data_ptr(), r.data_ptr(), nz.data_ptr(), out.data_ptr(), None,
@@ -303,7 +294,7 @@ def mcu_layer(a: torch.Tensor, p: fxp.LayerParams, nonideal=None, sample0: int =
 def count_u8(s: torch.Tensor) -> int:
     """Σ of a CPU uint8 {0, 1} tensor, exactly."""
     s = s.contiguous()
-    return int(_LIB.sl_count_u8(s.data_ptr(), s.numel()))
+    return int(_KERNEL.lib.sl_count_u8(s.data_ptr(), s.numel()))
 
 
 _INT8_GEMM: bool | None = None
@@ -364,7 +355,7 @@ def host_leaky_mem(z: torch.Tensor, dev: torch.Tensor, beta: torch.Tensor, thr: 
     z, dev = z.detach().contiguous(), dev.contiguous()
     mems = torch.empty_like(z)
     b, th = _vec(beta, N), _vec(thr, N)  # bound to names: the C call must not outlive them
-    _LIB.sl_leaky_mem_f32(T, B, N, int(subtract), z.data_ptr(), dev.data_ptr(), b.data_ptr(), th.data_ptr(),
+    _KERNEL.lib.sl_leaky_mem_f32(T, B, N, int(subtract), z.data_ptr(), dev.data_ptr(), b.data_ptr(), th.data_ptr(),
                           mems.data_ptr())
     return mems
 
@@ -376,7 +367,7 @@ def host_leaky_grad(gx: torch.Tensor, dev: torch.Tensor, beta: torch.Tensor, sub
     gx, dev = gx.contiguous(), dev.contiguous()
     gz = torch.empty_like(gx)
     b = _vec(beta, N)
-    _LIB.sl_leaky_grad_f32(T, B, N, int(subtract), gx.data_ptr(), dev.data_ptr(), b.data_ptr(), gz.data_ptr())
+    _KERNEL.lib.sl_leaky_grad_f32(T, B, N, int(subtract), gx.data_ptr(), dev.data_ptr(), b.data_ptr(), gz.data_ptr())
     return gz
 
 
@@ -390,5 +381,5 @@ def scale_errors(w, s):
     if s.shape[1] != N:
         raise ValueError(f"scales {s.shape} do not match rows of w {w.shape}")
     out = np.empty((C, N, M), dtype=np.float64)
-    _LIB.sl_scale_errors(w.ctypes.data, N, M, s.ctypes.data, C, out.ctypes.data)
+    _KERNEL.lib.sl_scale_errors(w.ctypes.data, N, M, s.ctypes.data, C, out.ctypes.data)
     return out

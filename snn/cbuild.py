@@ -45,3 +45,24 @@ def build_library(name: str, source: str, extra_flags: tuple[str, ...] = ()) -> 
                 return None
             os.replace(tmp_lib, lib_path)  # atomic: a concurrent build writes the same bytes
     return ctypes.CDLL(str(lib_path))
+
+
+class LazyLibrary:
+    """A C library built on first use: `available()` is True once `build()` returned a library and
+    the environment switch `env` is not "0"; `lib` is then the loaded CDLL (None before/without)."""
+
+    def __init__(self, build, env: str):
+        self._build, self.env = build, env
+        self.lib: ctypes.CDLL | None = None
+        self._tried = False
+
+    def available(self) -> bool:
+        if os.environ.get(self.env, "1") == "0":
+            return False
+        if not self._tried:
+            self._tried = True
+            try:
+                self.lib = self._build()
+            except OSError:
+                self.lib = None
+        return self.lib is not None

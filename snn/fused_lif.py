@@ -75,6 +75,16 @@ def _sum_to(grad: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return grad.sum_to_size(like.shape)
 
 
+
+def _kernel_threshold_grad(threshold, feat, *sums):
+    """dL/dθ from the C kernel's per-element sums (the surrogate and reset terms), each reduced to
+    θ's shape in float64 and subtracted, as the torch-op backward does."""
+    g = torch.zeros(threshold.shape, dtype=torch.float64)
+    for part in sums:
+        if part is not None:
+            g -= _kernel.reduce_sum(part, threshold, feat)
+    return g.to(threshold.dtype)
+
 class _LeakyMultistep(torch.autograd.Function):
     @staticmethod
     def forward(ctx, z, beta, threshold, subtract, sg_name, sg_slope):
@@ -135,13 +145,7 @@ class _LeakyMultistep(torch.autograd.Function):
             dm, s_ds, s_r, s_beta = _kernel.leaky_backward(mem, spk, bv, tv, g_spk, g_mem, subtract, sg_name,
                                                            sg_slope, need_thr, need_beta)
             g_beta = _kernel.reduce_sum(s_beta, beta, feat).to(beta.dtype) if need_beta else None
-            g_thr = None
-            if need_thr:
-                g_thr = torch.zeros(threshold.shape, dtype=torch.float64)
-                for s in (s_ds, s_r):
-                    if s is not None:
-                        g_thr -= _kernel.reduce_sum(s, threshold, feat)
-                g_thr = g_thr.to(threshold.dtype)
+            g_thr = _kernel_threshold_grad(threshold, feat, s_ds, s_r) if need_thr else None
             return (dm if need_z else None), g_beta, g_thr, None, None, None
         ds = None  # surrogate term dL/dS * dS/dU, [T, B, *F]
         if g_spk is not None:
@@ -267,13 +271,7 @@ class _SynapticMultistep(torch.autograd.Function):
                 need_alpha, need_beta)
             g_alpha = _kernel.reduce_sum(s_alpha, alpha, feat).to(alpha.dtype) if need_alpha else None
             g_beta = _kernel.reduce_sum(s_beta, beta, feat).to(beta.dtype) if need_beta else None
-            g_thr = None
-            if need_thr:
-                g_thr = torch.zeros(threshold.shape, dtype=torch.float64)
-                for s in (s_ds, s_r):
-                    if s is not None:
-                        g_thr -= _kernel.reduce_sum(s, threshold, feat)
-                g_thr = g_thr.to(threshold.dtype)
+            g_thr = _kernel_threshold_grad(threshold, feat, s_ds, s_r) if need_thr else None
             return (di if need_z else None), g_alpha, g_beta, g_thr, None, None, None
         ds = surrogate_grad(sg_name, sg_slope, mem - thr, g_spk) if g_spk is not None else None
         h = torch.zeros_like(mem) if ds is None else ds.clone()

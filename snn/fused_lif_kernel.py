@@ -21,11 +21,10 @@ from __future__ import annotations
 
 import ctypes
 import math
-import os
 
 import torch
 
-from .cbuild import build_library
+from .cbuild import LazyLibrary, build_library
 
 KERNEL_ENV = "SPIKELOOP_LIF_KERNEL"  # "0": the torch-op loops of snn/fused_lif.py
 SURROGATE_CODES = {"atan": 0, "fast_sigmoid": 1, "sigmoid": 2, "straight_through": 3, "triangular": 4}
@@ -256,8 +255,6 @@ void sl_synaptic_bwd_SFX(int64_t T, int64_t B, int64_t N, int subtract, int sg, 
 C_SOURCE = (_HEADER + _TEMPLATE.replace("real_t", "float").replace("SFX", "f32").replace("EXP", "expf")
             + _TEMPLATE.replace("real_t", "double").replace("SFX", "f64").replace("EXP", "exp"))
 
-_LIB = None
-_TRIED = False
 _SUFFIX = {torch.float32: "f32", torch.float64: "f64"}
 
 
@@ -277,18 +274,12 @@ def _build() -> ctypes.CDLL | None:
     return lib
 
 
+_KERNEL = LazyLibrary(_build, KERNEL_ENV)
+
+
 def available() -> bool:
     """True when the kernel is built (or could be built now) and not disabled by SPIKELOOP_LIF_KERNEL=0."""
-    global _LIB, _TRIED
-    if os.environ.get(KERNEL_ENV, "1") == "0":
-        return False
-    if not _TRIED:
-        _TRIED = True
-        try:
-            _LIB = _build()
-        except OSError:
-            _LIB = None
-    return _LIB is not None
+    return _KERNEL.available()
 
 
 def applies(z: torch.Tensor, params: list[torch.Tensor], sg_name: str) -> bool:
@@ -335,7 +326,7 @@ def leaky_forward(z, beta_v, thr_v, subtract: bool, narrow: bool):
     """z [T, B, *F] contiguous; beta_v, thr_v [N] (`vec`). Returns (spk, mem) [T, B, *F]."""
     T, B = z.shape[:2]
     spk, mem = torch.empty_like(z), torch.empty_like(z)
-    getattr(_LIB, f"sl_leaky_fwd_{_SUFFIX[z.dtype]}")(T, B, _flat(z.shape[2:]), int(subtract), int(narrow),
+    getattr(_KERNEL.lib, f"sl_leaky_fwd_{_SUFFIX[z.dtype]}")(T, B, _flat(z.shape[2:]), int(subtract), int(narrow),
                                                       z.data_ptr(), beta_v.data_ptr(), thr_v.data_ptr(),
                                                       spk.data_ptr(), mem.data_ptr())
     return spk, mem
@@ -354,7 +345,7 @@ def leaky_backward(mem, spk, beta_v, thr_v, g_spk, g_mem, subtract: bool, sg_nam
     acc = [torch.zeros(N, dtype=torch.float64) if w else None
            for w in (need_thr and gs is not None, need_thr and subtract, need_beta)]
     c1, c2 = _sg_consts(sg_name, slope)
-    getattr(_LIB, f"sl_leaky_bwd_{_SUFFIX[mem.dtype]}")(
+    getattr(_KERNEL.lib, f"sl_leaky_bwd_{_SUFFIX[mem.dtype]}")(
         T, B, N, int(subtract), SURROGATE_CODES[sg_name], c1, c2, mem.data_ptr(), spk.data_ptr(),
         beta_v.data_ptr(), thr_v.data_ptr(), _p(gs), _p(gm), dz.data_ptr(), ds.data_ptr(), *map(_p, acc))
     return (dz, *acc)
@@ -364,7 +355,7 @@ def synaptic_forward(z, alpha_v, beta_v, thr_v, subtract: bool, narrow: bool):
     """z [T, B, *F] contiguous; alpha_v, beta_v, thr_v [N]. Returns (spk, syn, mem) [T, B, *F]."""
     T, B = z.shape[:2]
     spk, syn, mem = torch.empty_like(z), torch.empty_like(z), torch.empty_like(z)
-    getattr(_LIB, f"sl_synaptic_fwd_{_SUFFIX[z.dtype]}")(
+    getattr(_KERNEL.lib, f"sl_synaptic_fwd_{_SUFFIX[z.dtype]}")(
         T, B, _flat(z.shape[2:]), int(subtract), int(narrow), z.data_ptr(), alpha_v.data_ptr(), beta_v.data_ptr(),
         thr_v.data_ptr(), spk.data_ptr(), syn.data_ptr(), mem.data_ptr())
     return spk, syn, mem
@@ -383,7 +374,7 @@ def synaptic_backward(mem, syn, spk, alpha_v, beta_v, thr_v, g_spk, g_syn, g_mem
     acc = [torch.zeros(N, dtype=torch.float64) if w else None
            for w in (need_thr and gs is not None, need_thr and subtract, need_alpha, need_beta)]
     c1, c2 = _sg_consts(sg_name, slope)
-    getattr(_LIB, f"sl_synaptic_bwd_{_SUFFIX[mem.dtype]}")(
+    getattr(_KERNEL.lib, f"sl_synaptic_bwd_{_SUFFIX[mem.dtype]}")(
         T, B, N, int(subtract), SURROGATE_CODES[sg_name], c1, c2, mem.data_ptr(), syn.data_ptr(), spk.data_ptr(),
         alpha_v.data_ptr(), beta_v.data_ptr(), thr_v.data_ptr(), _p(gs), _p(gi), _p(gm), dz.data_ptr(),
         dv.data_ptr(), ds.data_ptr(), *map(_p, acc))
