@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Callable, NamedTuple
 
+import numpy as np
 import torch
 
 from .program import LayerProgram, MapGeometry
@@ -59,7 +60,7 @@ def layer_params(layer: LayerProgram, device: torch.device | str) -> LayerParams
     def mat_t(a):
         return None if a is None else torch.as_tensor(a.astype("float32").T.copy(), device=device)
 
-    g = getattr(layer, "conv", None)
+    g = layer.conv
     if g is None:
         w_t = mat_t(layer.weights)
         conv = {}
@@ -492,11 +493,10 @@ def pool_record(s: torch.Tensor, g: MapGeometry) -> torch.Tensor:
     return pool_windows(m, g.pool, g.pool_kernel, g.pool_stride, g.out_height, g.out_width).reshape(s.shape[0], -1)
 
 
-def conv_input_cover(g: MapGeometry) -> "np.ndarray":
+def conv_input_cover(g: MapGeometry) -> np.ndarray:
     """[H, W] int64: for each input position, how many *used* convolution positions (y, x) read it
     (all of them without a pool, those inside at least one pooling window with one; padding
     excluded). A convolution record's synops are C_out · Σ_j e_j · cover[j] (docs/fixed_point.md)."""
-    import numpy as np
     used = np.zeros((g.conv_height, g.conv_width), dtype=bool)
     if g.pool == "none":
         used[:] = True

@@ -210,7 +210,7 @@ def mismatched_layer(layer: LayerProgram, k: int, chip: ChipModel) -> tuple[Laye
     per-neuron gain max(0, 2^16 + round(2^16σz)) and noise amplitude of the step rules.
     A convolution layer's neuron i is its output-map index (o·Ho + y)·Wo + x; a pooling record
     (no neurons) comes back unchanged with an empty NonidealLayer (k still counts it: program index)."""
-    if getattr(layer, "kind", "dense") == "pool":  # a pooling record has no neurons: nothing varies
+    if layer.kind == "pool":  # a pooling record has no neurons: nothing varies
         return layer, NonidealLayer(None, None, None)
     if layer.num_neurons >= 1 << 16:
         raise ValueError(f"layer {k}: the non-ideal model indexes at most 65535 neurons per layer")
