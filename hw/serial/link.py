@@ -87,6 +87,12 @@ class Link:
     def name(self) -> str:
         return self.transport.name
 
+    @property
+    def last_seq(self) -> int:
+        """The sequence number of the last request sent (tests that put hand-made frames on the line
+        pick theirs away from it: an answer is matched to its request by sequence number alone)."""
+        return self._seq
+
     def _next_seq(self) -> int:
         self._seq = (self._seq + 1) % SEQ_NACK  # 0..0xFFFE; 0xFFFF is the NACK seq
         return self._seq
