@@ -82,8 +82,11 @@ def _graded_input(spec: ModelSpec, profile: Profile) -> bool:
     return True
 
 
+_POOL_KIND = {MaxPool2d: "max", AvgPool2d: "sum"}  # the device's pool kind of each spec pooling layer
+
+
 def _pool_geometry(layer, shape, conv: MapGeometry | None = None) -> MapGeometry:
-    kind = "max" if isinstance(layer, MaxPool2d) else "sum"
+    kind = _POOL_KIND[type(layer)]
     if conv is not None:
         return MapGeometry(conv.in_channels, conv.in_height, conv.in_width, conv.out_channels, conv.kernel,
                            conv.stride, conv.padding, kind, layer.kernel_size, layer.effective_stride)
@@ -112,6 +115,11 @@ def plan_stages(spec: ModelSpec, profile: Profile) -> list[Stage]:
             raise CompileError(f"{where}: profile {profile.name!r} does not support {why} layers "
                                f"(supports_conv=false; profiles with convolution: {with_conv}); only dense "
                                f"(linear) networks compile for it")
+        if isinstance(layer, (MaxPool2d, AvgPool2d)) and _POOL_KIND[type(layer)] not in profile.pool_kinds:
+            with_pool = [n for n, pr in PROFILES.items() if pr.supports_conv and pr.pool_kinds]
+            raise CompileError(f"{where}: profile {profile.name!r} has no {_POOL_KIND[type(layer)]} pooling "
+                               f"(pool_kinds={list(profile.pool_kinds)}; profiles with pooling: {with_pool})"
+                               + ("; downsample with a strided Conv2d instead" if not profile.pool_kinds else ""))
         if isinstance(layer, Flatten):
             continue
         if isinstance(layer, (Linear, Conv2d)):
@@ -411,7 +419,9 @@ def _compile_stage(prof: Profile, lspec, w, b, p, rec_w, where, max_spikes=1, ro
         raise CompileError(f"{where}: thresholds must be positive to compile, got min {thr_f.min():.4g}")
     in_max = st.input_max if st is not None else 1
     conv = st.geometry if st is not None and st.kind == "conv" else None
-    if conv is not None:  # per output channel scales, shared by the channel's neurons (mcu only)
+    if prof.arithmetic == "loihi":
+        return _compile_loihi(prof, lspec, w, b, p, where, conv)
+    if conv is not None:  # per output channel scales, shared by the channel's neurons
         rows = w.reshape(conv.out_channels, -1)
         s_c = row_scales(rows)
         w_q4, clipped = _quantize_int8(w, s_c[:, None, None, None])
@@ -423,8 +433,6 @@ def _compile_stage(prof: Profile, lspec, w, b, p, rec_w, where, max_spikes=1, ro
         w_q, w_rows, s_rows = w_q4, rows, s_c
     else:
         s = row_scales(w)
-    if prof.arithmetic == "loihi":
-        return _compile_loihi(prof, lspec, w, b, p, s, where)
     if prof.arithmetic == "xylosim":
         return _compile_xylosim(prof, lspec, w, b, p, s, where, role)
     if conv is None and prof.arithmetic == "xylo-like":
@@ -592,41 +600,46 @@ def scale_levels(s: np.ndarray, max_levels: int) -> np.ndarray:
     return out
 
 
-def _compile_loihi(prof: Profile, lspec, w, b, p, s, where):
+def _compile_loihi(prof: Profile, lspec, w, b, p, where, conv: MapGeometry | None = None):
     """Loihi: v units are K = s·2^e·64 (the input is (Σ w·s_j) << e << 6); threshold mantissa
-    vth = θ·s·2^e ≤ 2^17 − 1; bias = mant << exp with a 13-bit mantissa.
+    vth = θ·s·2^e ≤ 2^17 − 1; bias = mant << exp with a 13-bit mantissa. A convolution (w
+    [C_out, C_in, k, k]) has one scale per output channel, shared by the channel's neurons, and
+    e ≤ conv_max_w_shift (0: Lava's Conv applies no weight exponent).
 
-    Row scales are snapped to at most LOIHI_MAX_SCALES levels (`scale_levels`): Lava's LIF process,
+    Scales are snapped to at most LOIHI_MAX_SCALES levels (`scale_levels`): Lava's LIF process,
     like a Loihi compartment prototype, holds one vth and one dv for all its neurons, so a layer
     with a shared float threshold and beta runs on Lava as at most that many LIF processes
     (hw/vendor/lava.py). Measured (python -m experiments.loihi_scale_levels): on a fashion-mnist
     reset-zero model, agreement with float 98.03 % with one level, 98.61 % with 8, 98.54 % per row."""
     thr_f, beta = p["threshold"], p["beta"]
-    s = np.minimum(s, prof.threshold_max / thr_f)  # θ mantissa must fit 17 bits
+    per = 1 if conv is None else conv.out_height * conv.out_width  # neurons per scale (a conv channel's map)
+    rows = w.reshape(-1, w.shape[1] if conv is None else w[0].size)
+    thr_rows = thr_f.reshape(-1, per).max(axis=1)
+    s = np.minimum(row_scales(rows), prof.threshold_max / thr_rows)  # θ mantissa must fit 17 bits
     s = scale_levels(s, LOIHI_MAX_SCALES)
-    w_q, clipped = _quantize_int8(w, s[:, None])
-    e = 0
-    while e < prof.max_w_shift and float((thr_f * s).max()) * 2 ** (e + 1) <= min(2 ** 12, prof.threshold_max):
+    w_q, clipped = _quantize_int8(w, s.reshape((-1,) + (1,) * (w.ndim - 1)))
+    q_rows = w_q.reshape(rows.shape).astype(np.int64)
+    e, e_max = 0, prof.max_w_shift if conv is None else prof.conv_w_shift_max
+    while e < e_max and float((thr_rows * s).max()) * 2 ** (e + 1) <= min(2 ** 12, prof.threshold_max):
         e += 1
     # Lava forms the synaptic input a << 6 in int32 (docs/fixed_point.md, "Where Lava departs"):
     # lower the exponent until no row's input can reach 2^31, so the program runs alike on Lava.
-    pos = np.clip(w_q.astype(np.int64), 0, None).sum(axis=1)
-    neg = -np.clip(w_q.astype(np.int64), None, 0).sum(axis=1)
-    bound = int(np.maximum(pos, neg).max()) << 6
+    bound = int(np.maximum(q_rows.clip(min=0).sum(axis=1), (-q_rows).clip(min=0).sum(axis=1)).max()) << 6
     while e > 0 and bound << e >= 2 ** 31:
         e -= 1
     if bound << e >= 2 ** 31:
         raise CompileError(f"{where}: the summed input of a neuron can reach {bound} >= 2^31 even at "
                            "weight exponent 0; Lava computes it in int32 (fewer inputs per neuron needed)")
-    vth = np.maximum(np.round(thr_f * s * 2 ** e), 1).astype(np.int64)
-    K = s * 2 ** e * 64
+    s_n = np.repeat(s, per)
+    vth = np.maximum(np.round(thr_f * s_n * 2 ** e), 1).astype(np.int64)
+    K = s_n * 2 ** e * 64
     bias_q = _loihi_bias(b * K, prof)
     bias_clipped = float(np.mean(np.abs(b * K) > prof.bias_max + 0.5))
     d_mem = _decay_q12(beta, prof.decay_max)
     layer = LayerProgram(neuron_type="leaky", reset=lspec.reset, w_shift=e, weights=w_q, bias=bias_q,
-                         threshold=vth, decay_mem=d_mem)
-    row = np.abs(w_q.astype(np.int64)).sum(axis=1) * 2 ** e * 64
-    rep = _weight_report(w, w_q, s, clipped) | {
+                         threshold=vth, decay_mem=d_mem, conv=conv)
+    row = np.abs(q_rows).sum(axis=1) * 2 ** e * 64
+    rep = _weight_report(rows, q_rows, s, clipped) | {
         "w_shift": e, "scale": _scale_stats(K), "bias_clipped_fraction": bias_clipped,
         "threshold": _stats(thr_f, vth * 64 / K), "beta": _stats(beta, effective_decay(prof, d_mem)),
         "max_input_current": int(row.max()), "current_wraps_possible": bool(row.max() > 2 ** 23)}

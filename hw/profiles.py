@@ -94,6 +94,8 @@ class Profile:
     unsupported_reasons: dict = field(default_factory=dict)  # neuron family -> why it cannot run
     supports_graded_input: bool = False     # program format v2 GRADED_INPUT: int8 network input
     max_neurons_total: int | None = None    # all records' num_neurons together (state memory); None: no pool limit
+    pool_kinds: tuple[str, ...] = ("max", "sum")  # pooling a supports_conv chip does (records, conv pools)
+    conv_max_w_shift: int | None = None     # w_shift limit of convolution records; None: max_w_shift
     alias_of: str | None = None             # set on the object get_profile returns for a deprecated name
     version: int = PROFILE_FORMAT_VERSION
     extra: dict = field(default_factory=dict)
@@ -105,6 +107,13 @@ class Profile:
         object.__setattr__(self, "neuron_types", tuple(self.neuron_types))
         object.__setattr__(self, "reset_modes", tuple(self.reset_modes))
         object.__setattr__(self, "deprecated_names", tuple(self.deprecated_names))
+        object.__setattr__(self, "pool_kinds", tuple(self.pool_kinds))
+        if not set(self.pool_kinds) <= {"max", "sum"}:
+            raise ValueError(f"profile {self.name!r}: pool_kinds must be a subset of ['max', 'sum'], "
+                             f"got {list(self.pool_kinds)}")
+        if self.conv_max_w_shift is not None and not 0 <= self.conv_max_w_shift <= self.max_w_shift:
+            raise ValueError(f"profile {self.name!r}: conv_max_w_shift must be in [0, max_w_shift], "
+                             f"got {self.conv_max_w_shift!r}")
         object.__setattr__(self, "arithmetic", self.arithmetic or self.name)
         object.__setattr__(self, "layer_roles", tuple(r if isinstance(r, LayerRole) else LayerRole(**r)
                                                       for r in self.layer_roles))
@@ -147,6 +156,11 @@ class Profile:
     @property
     def decay_max(self) -> int:
         return int(self.decay["max"] if self.decay["kind"] == "q12_multiplicative" else self.decay["max_dash"])
+
+    @property
+    def conv_w_shift_max(self) -> int:
+        """The largest w_shift of a convolution record (loihi: 0, Lava's Conv has no weight exponent)."""
+        return self.max_w_shift if self.conv_max_w_shift is None else self.conv_max_w_shift
 
     @property
     def canonical_name(self) -> str:
@@ -218,7 +232,7 @@ class Profile:
     def to_dict(self) -> dict:
         d = {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "extra"}
         d["neuron_types"], d["reset_modes"] = list(self.neuron_types), list(self.reset_modes)
-        d["deprecated_names"] = list(self.deprecated_names)
+        d["deprecated_names"], d["pool_kinds"] = list(self.deprecated_names), list(self.pool_kinds)
         d["layer_roles"] = [r.to_dict() for r in self.layer_roles]
         empty = {"deprecated_names": [], "layer_roles": [], "unsupported_reasons": {}}
         return {k: v for k, v in d.items() if v is not None and not (k in empty and v == empty[k])} | self.extra

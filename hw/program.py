@@ -229,6 +229,7 @@ class PoolProgram:
 
     def check_profile(self, profile: Profile, where: str) -> None:
         _check_map_support(self, profile, where)
+        _pool_violation(self.geometry, profile, where)
         _check_sizes(self, profile, where)
 
 
@@ -236,6 +237,25 @@ def _check_map_support(layer, profile: Profile, where: str) -> None:
     if not profile.supports_conv:
         raise ProgramError(f"{where}: {layer.kind} records are not supported by profile {profile.name!r} "
                            f"(supports_conv=false)", "6.4")
+
+
+def _pool_violation(geometry: MapGeometry, profile: Profile, where: str) -> None:
+    """Rule 6.12: pooling (a pooling record, or a convolution record's pool) the profile cannot do."""
+    if geometry.pool != "none" and geometry.pool not in profile.pool_kinds:
+        what = "a pooling record" if geometry.is_pool_record else f"a convolution record with {geometry.pool} pooling"
+        raise ProgramError(f"{where}: {what} is not supported by profile {profile.name!r} (pool_kinds="
+                           f"{list(profile.pool_kinds)}" + ("" if profile.pool_kinds else
+                                                            "; it has no pooling: use a strided convolution")
+                           + ")", "6.12")
+
+
+def _check_w_shift(layer_w_shift: int, conv: bool, p: Profile, where: str) -> None:
+    """Rule 8.7: w_shift within the profile's limit (a convolution record's: conv_w_shift_max)."""
+    limit = min(MAX_SHIFT, p.conv_w_shift_max if conv else p.max_w_shift)
+    if layer_w_shift > limit:
+        what = (f"limit for convolution records conv_max_w_shift={limit}" if conv and p.conv_max_w_shift is not None
+                else f"limit {limit}")
+        raise ProgramError(f"{where}: w_shift={layer_w_shift} exceeds the profile {p.name!r} {what}", "8.7")
 
 
 def _check_sizes(layer, p: Profile, where: str) -> None:
@@ -390,6 +410,7 @@ class LayerProgram:
         p = profile
         if self.conv is not None:
             _check_map_support(self, p, where)
+            _pool_violation(self.conv, p, where)
         if neuron_family(self.neuron_type) not in p.neuron_types:
             raise ProgramError(f"{where}: neuron type {self.neuron_type!r} is not supported by profile "
                                f"{p.name!r} (supported: {list(p.neuron_types)})", "6.5")
@@ -403,10 +424,10 @@ class LayerProgram:
             raise ProgramError(f"{where}: max_spikes must be in [1, {p.max_spikes_per_step}] for profile "
                                f"{p.name!r}, got {self.max_spikes}", "5.4")
         _check_sizes(self, p, where)
-        for name, rule in (("w_shift", "8.7"), ("rec_shift", "8.8")):
-            if getattr(self, name) > p.max_w_shift:
-                raise ProgramError(f"{where}: {name}={getattr(self, name)} exceeds the profile {p.name!r} "
-                                   f"limit {p.max_w_shift}", rule)
+        _check_w_shift(self.w_shift, self.conv is not None, p, where)
+        if self.rec_shift > p.max_w_shift:
+            raise ProgramError(f"{where}: rec_shift={self.rec_shift} exceeds the profile {p.name!r} "
+                               f"limit {p.max_w_shift}", "8.8")
         th = self.threshold
         if th.min() < 1 or th.max() > p.threshold_max:
             raise ProgramError(f"{where}: thresholds must be in [1, {p.threshold_max}] for profile "
@@ -745,10 +766,13 @@ def _decode_record(data: bytes, off: int, where: str, profile: Profile, version:
         if fan_in != geometry.fan_in or n != geometry.num_outputs:
             raise ProgramError(f"{where}: fan_in {fan_in} / num_neurons {n} do not match the geometry "
                                f"{geometry.describe()} ({geometry.fan_in} / {geometry.num_outputs})", "6.10")
+    if rtype == RECORD_CONV:
+        _pool_violation(geometry, profile, where)
     if rtype == RECORD_POOL:
         if ntype or reset or w_shift or rec_shift or max_spikes:
             raise ProgramError(f"{where}: a pooling record has neuron_type, reset_mode, w_shift, rec_shift and "
                                f"max_spikes 0", "6.11")
+        _pool_violation(geometry, profile, where)
         if reserved:
             raise ProgramError(f"{where}: record reserved bytes must be 0", "5.5")
         layer = PoolProgram(geometry)
@@ -797,9 +821,7 @@ def _decode_record(data: bytes, off: int, where: str, profile: Profile, version:
         raise ProgramError(f"{where}: fan-in {max(fan_in, window)} exceeds the profile {p.name!r} limit "
                            f"max_fan_in={p.max_fan_in}", "8.6")
     max_shift = min(MAX_SHIFT, p.max_w_shift)
-    if w_shift > max_shift:
-        raise ProgramError(f"{where}: w_shift={w_shift} exceeds the profile {p.name!r} limit {max_shift}",
-                           "8.7")
+    _check_w_shift(w_shift, geometry is not None, p, where)
     if rec_shift > max_shift or (rec_shift and ntype_name != "rleaky_dense"):
         raise ProgramError(f"{where}: rec_shift={rec_shift} must be <= {max_shift}, and 0 unless "
                            f"neuron_type is 'rleaky_dense'", "8.8")

@@ -10,8 +10,8 @@ URIs: `sim` (CPU) and `sim:cuda`, both taking `profile=` (default mcu). The xylo
 (xylo-imu, xylo-audio2) run with `hw.fixed_point.xylosim_layer` and the chip's hidden → readout delay.
 A non-ideal `mcu` chip (`hw.nonideal`, docs/fixed_point.md "Non-ideal chips") is asked for with
 `sim?chip=7&mismatch=0.15&noise=0.02` (or `chip=ChipModel(...)`).
-Programs of format version 2 (convolution and pooling records, graded int8 input; profile mcu)
-run through `_run_maps`: each layer's synaptic input for all T·B steps at once (an exact
+Programs of format version 2 (convolution and pooling records, graded int8 input; profile mcu;
+loihi: convolution records only) run through `_run_maps`: each layer's synaptic input for all T·B steps at once (an exact
 convolution, `hw.fixed_point.conv_input`; pooling records `pool_record`), then the same time
 loop as a dense layer (the C kernel on CPU, the torch steps elsewhere).
 """
@@ -29,6 +29,7 @@ from .profiles import get_profile
 from .program import Program
 
 SIM_VERSION = "spikeloop-sim 1"
+MAP_ARITHMETIC = ("mcu", "loihi")  # the arithmetic of the profiles whose programs may hold conv records
 
 
 class SimulatedDevice(Device):
@@ -93,9 +94,9 @@ class SimulatedDevice(Device):
             self._nonideal = [ni.NonidealLayer(*(None if t is None else t.to(self.device) for t in p[1]))
                               for p in pairs]
         maps = prog.graded_input or any(l.kind != "dense" for l in layers)
-        if maps and self.profile.arithmetic != "mcu":
-            raise DeviceError(f"convolution/pooling records and graded input run on the mcu profile only, "
-                              f"this device runs {self.profile.name!r}")
+        if maps and self.profile.arithmetic not in MAP_ARITHMETIC:
+            raise DeviceError(f"convolution/pooling records and graded input run on profiles with the "
+                              f"{sorted(MAP_ARITHMETIC)} arithmetic, this device runs {self.profile.name!r}")
         self._maps = maps  # the version-2 path (`_run_maps`)
         self._params = [None if l.kind == "pool" else fxp.layer_params(l, self.device) for l in layers]
         self._w_i8 = None  # W^T as int8 [M, N] per layer, for the exact int8 GEMM of `_run_kernel`
@@ -181,7 +182,7 @@ class SimulatedDevice(Device):
         return RunResult(out, counters, membranes if probe else None, layer_spikes if probe else None)
 
     def _run_maps(self, x: torch.Tensor, probe: bool) -> RunResult:
-        """mcu programs of format version 2 (docs/fixed_point.md, "Convolution, pooling and graded
+        """mcu and loihi programs of format version 2 (docs/fixed_point.md, "Convolution, pooling and graded
         input"): x [T, B, N_in] uint8 spikes or int8 graded values. Each layer's synaptic input A for
         all T·B rows at once (dense: `exact_dot_float`; conv: `conv_input`; a pooling record:
         `pool_record`), then the time loop (C kernel on CPU when fused, else the torch steps)."""
@@ -189,7 +190,7 @@ class SimulatedDevice(Device):
         R = T * B
         sample0, self._samples = self._samples, self._samples + B
         samples = torch.arange(sample0, sample0 + B, dtype=torch.int64, device=self.device)
-        drive_fn, step_fn = fxp.arithmetic("mcu")
+        drive_fn, step_fn = fxp.arithmetic(self.profile.name)
         kernel = self._use_kernel()
         counters, membranes, layer_spikes = {}, {}, {}
         h = x.reshape(R, -1)

@@ -80,8 +80,8 @@ def test_mcu_reproduces_float_model_exactly_when_representable(neuron, reset, be
 
 def test_refusals_name_layer_and_limit():
     c = conv((1, 8, 8), 10)
-    with pytest.raises(CompileError, match=r"layer 0 \(conv2d\).*'loihi' does not support convolution"):
-        compile_model(c, build_model(c).state_dict(), "loihi")
+    with pytest.raises(CompileError, match=r"layer 0 \(conv2d\).*'xylo-imu' does not support convolution"):
+        compile_model(c, build_model(c).state_dict(), "xylo-imu")
     s = fc((1, 8, 8), 10, hidden=16)
     sd = build_model(s).state_dict()
     with pytest.raises(CompileError, match=r"layer 2 \(leaky\): reset 'subtract' is not supported by "

@@ -397,7 +397,7 @@ def test_lava_net_file_round_trip_and_refusals(tmp_path, random_corpus):
     with np.load(path, allow_pickle=False) as f:
         assert all(f[k].dtype.kind in "iubU" for k in f.files)
     np.savez(tmp_path / "other.npz", format=np.array("spikeloop-lava-run 2"))
-    with pytest.raises(ValueError, match="expected 'spikeloop-lava-net 1'"):
+    with pytest.raises(ValueError, match="expected 'spikeloop-lava-net 2'"):
         read_lava_net(tmp_path / "other.npz")
     with np.load(path) as f:
         bad = {k: f[k] for k in f.files}
@@ -421,7 +421,7 @@ def test_exported_lava_file_run_by_the_runner_gives_the_sim_rasters(lava_python,
     prog, x, ckpt = digits_loihi_program
     assert main(["export", str(ckpt), "--format", "lava", "--out", str(tmp_path / "d.npz"), "--json"]) == 0
     res = json.loads(capsys.readouterr().out)
-    assert res["program_crc32"] == f"0x{prog.checksum:08x}" and res["file_format"] == "spikeloop-lava-net 1"
+    assert res["program_crc32"] == f"0x{prog.checksum:08x}" and res["file_format"] == "spikeloop-lava-net 2"
     got = run_lava_net(tmp_path / "d.npz", x, python=lava_python, copies=16, connection="sparse")
     rep = compare_with_sim(prog, x, got)
     assert rep.identical, rep.summary()
@@ -500,3 +500,143 @@ def test_trained_fashion_mnist_identical_to_lava(lava_python, tmp_path):
     print(f"\nfashion-mnist 784-64-10 loihi: 300 test images identical on Lava; float "
           f"{100 * res['float_accuracy']:.2f} %, Lava {100 * res['lava_accuracy']:.2f} %, "
           f"{res['lava_s_per_sample']} s per sample")
+
+
+# ----------------------------------------------------------------------------- convolution records
+
+CONV_PATTERNS = (("conv",), ("conv", "conv"), ("conv", "dense"), ("dense", "conv"), ("conv", "conv", "dense"))
+
+
+def _conv_geometry(rng, c: int, h: int, w: int, feature: str | None):
+    """A random convolution MapGeometry on a (c, h, w) map whose output map is at least 1 x 1."""
+    from hw.program import MapGeometry
+    while True:
+        k = 1 if feature == "k1" else int(rng.integers(1, 5))
+        p = k - 1 if feature == "pad_max" else int(rng.integers(0, k))
+        st = 3 if feature == "stride3" else int(rng.integers(1, 3))
+        co = int(rng.integers(1, 5))
+        if (h + 2 * p - k) // st >= 0 and (w + 2 * p - k) // st >= 0:
+            return MapGeometry(c, h, w, co, k, st, p)
+
+
+def _conv_layer_program(rng, g, p_in: float, feature: str | None) -> LayerProgram:
+    """A loihi convolution record: int8 kernel (-128 in it for "negative"), w_shift 0, one
+    threshold and decay per channel group (1..3 groups over the channels), biases per neuron."""
+    w = rng.integers(-128, 128, (g.out_channels, g.in_channels, g.kernel, g.kernel))
+    if feature == "negative":
+        w = -np.abs(w)
+        w[0, 0, 0, 0] = -128
+    G = int(rng.integers(1, min(3, g.out_channels) + 1))
+    typical = 74 * np.sqrt(max(g.window_fan_in * p_in, 1.0))
+    vth = np.clip(np.round(typical * rng.uniform(0.1, 1.2, G)), 1, 2 ** 17 - 1).astype(np.int64)
+    dv = rng.integers(0, 4096, G)
+    chan_group = rng.integers(0, G, g.out_channels)
+    chan_group[:G] = np.arange(G)
+    per = g.out_height * g.out_width
+    group = np.repeat(chan_group, per)
+    b = _bias(rng, g.num_outputs, float(vth.min()) * 64 * 0.6)
+    return LayerProgram("leaky", "zero", 0, w, b, vth[group], dv[group], conv=g)
+
+
+CONV_FEATURES = ("k1", "pad_max", "stride3", "negative", None)
+
+
+def random_conv_network(seed: int):
+    """(program, spikes [T, B, N_in]) of a random loihi network with convolution records (one of
+    CONV_PATTERNS by seed; a dense layer before a conv feeds it a map), every layer active."""
+    rng = np.random.default_rng(1000 + seed)
+    pattern = CONV_PATTERNS[seed % len(CONV_PATTERNS)]
+    feature = CONV_FEATURES[seed // len(CONV_PATTERNS) % len(CONV_FEATURES)]
+    T, B = int(rng.integers(3, 8)), int(rng.integers(1, 4))
+    for _ in range(200):
+        c, h, w = int(rng.integers(1, 4)), int(rng.integers(3, 9)), int(rng.integers(3, 9))
+        n_in = c * h * w
+        layers, p_in, fan = [], 0.4, n_in
+        for k, kind in enumerate(pattern):
+            if kind == "conv":
+                g = _conv_geometry(rng, c, h, w, feature)
+                layers.append(_conv_layer_program(rng, g, p_in, feature))
+                c, h, w, fan = g.out_channels, g.out_height, g.out_width, g.num_outputs
+            else:
+                if k + 1 < len(pattern):  # a dense layer feeding a conv writes a (c, h, w) map
+                    c, h, w = int(rng.integers(1, 3)), int(rng.integers(3, 6)), int(rng.integers(3, 6))
+                    n = c * h * w
+                else:
+                    n = int(rng.integers(2, 12))
+                layers.append(_layer(rng, n, fan, p_in, None))
+                fan = n
+            p_in = 0.2
+        prog = Program("loihi", tuple(layers))
+        x = (rng.random((T, B, n_in)) < 0.4).astype(np.uint8)
+        with open_device("sim", profile="loihi") as dev:
+            dev.load(prog)
+            run = dev.run(torch.as_tensor(x), probe=True)
+        if all(0 < float(run.layer_spikes[k].float().mean()) <= 0.9 for k in range(len(layers))):
+            return prog, x
+    raise RuntimeError(f"seed {seed}: no active conv network drawn")  # pragma: no cover
+
+
+NUM_RANDOM_CONV = 25
+
+
+@pytest.fixture(scope="module")
+def random_conv_corpus():
+    return [random_conv_network(seed) for seed in range(NUM_RANDOM_CONV)]
+
+
+def test_conv_mapping_layout_without_lava():
+    """Lava's Conv takes (W, H, C) maps and convolves: the kernel goes as W[o, c, k-1-ky, k-1-kx] at
+    [o, kx, ky, c], and Lava neuron (x, y, c) is program neuron (c·H + y)·W + x (hand-computed)."""
+    from hw.program import MapGeometry
+    from hw.vendor.lava import map_order
+    assert map_order(2, 2, 3).tolist() == [0, 6, 3, 9, 1, 7, 4, 10, 2, 8, 5, 11]
+    g = MapGeometry(1, 3, 3, 1, 2, 1, 0)
+    w = np.array([[[[1, 2], [3, 4]]]])
+    layer = LayerProgram("leaky", "zero", 0, w, np.zeros(4, int), np.ones(4, int), np.zeros(4, int), conv=g)
+    (L,) = lava_layers(Program("loihi", (layer,)))
+    assert L.kind == "conv" and L.weight_exp == 0 and L.input_shape == (3, 3, 1)
+    # [o, kx, ky, c]: kx = 0 ky = 0 holds W[ky=1, kx=1] = 4, kx = 1 ky = 0 holds W[1, 0] = 3, ...
+    assert L.weights[0, :, :, 0].tolist() == [[4, 2], [3, 1]]
+    assert L.in_order.tolist() == map_order(1, 3, 3).tolist() and L.order.tolist() == [0, 2, 1, 3]
+
+
+def test_random_conv_corpus_covers_the_patterns(random_conv_corpus):
+    kinds = {tuple(l.kind for l in p.layers) for p, _ in random_conv_corpus}
+    assert kinds == set(CONV_PATTERNS)
+    convs = [l.conv for p, _ in random_conv_corpus for l in p.layers if l.conv is not None]
+    assert {1, 2, 3} <= {g.stride for g in convs} and 1 in {g.kernel for g in convs}
+    assert any(g.padding == g.kernel - 1 > 0 for g in convs)
+    assert any(g.out_channels > 1 and g.in_channels > 1 for g in convs)
+    assert max(len(L.vth) for p, _ in random_conv_corpus for L in lava_layers(p) if L.kind == "conv") >= 2
+
+
+@vendor
+def test_random_conv_networks_identical_to_lava(lava_python, random_conv_corpus):
+    """Lava's Conv (PyConvModelFixed) feeding its LIF: every layer's spikes, v and u at every step,
+    25 random networks (conv only, conv chains, conv into dense and dense into conv), one runner call."""
+    t0 = time.perf_counter()
+    results = run_many_on_lava(random_conv_corpus, python=lava_python)
+    bad = []
+    for i, ((prog, x), res) in enumerate(zip(random_conv_corpus, results)):
+        rep = compare_with_sim(prog, x, res)
+        if not rep.identical:
+            bad.append(f"conv network {i} {[l.kind for l in prog.layers]}: {rep.summary()}")
+    values = sum(3 * a.size for r in results for a in r["membranes"].values())
+    print(f"\n{len(random_conv_corpus)} random conv networks, {values} values compared with Lava in "
+          f"{time.perf_counter() - t0:.1f} s ({results[0]['meta'].get('conv_processes')} Conv processes in the first)")
+    assert not bad, "\n".join(bad)
+
+
+@vendor
+def test_exported_conv_network_file_runs_on_lava_like_sim(lava_python, random_conv_corpus, tmp_path):
+    """The network file of a conv program (Lava-ordered arrays, l{k}_order / input_order) through the
+    runner's own command line gives sim's traces."""
+    from hw.vendor.lava import read_lava_net, run_lava_net, write_lava_net
+
+    prog, x = random_conv_corpus[4]   # conv, conv, dense
+    path = write_lava_net(prog, tmp_path / "conv.npz")
+    layers, meta = read_lava_net(path)
+    assert meta["layer_kinds"] == ["conv", "conv", "dense"]
+    assert [L.order.tolist() for L in layers] == [L.order.tolist() for L in lava_layers(prog)]
+    res = run_lava_net(path, x, python=lava_python, copies=4)   # copies fall back to 1 with conv layers
+    assert compare_with_sim(prog, x, res).identical

@@ -2,7 +2,7 @@
 graph, or a vendor simulator's own input.
 
 lava: the `loihi` program as the network file Lava's runner builds its processes from
-(`hw.vendor.lava.write_lava_net`, an .npz of integer arrays, format `spikeloop-lava-net 1`); xylo:
+(`hw.vendor.lava.write_lava_net`, an .npz of integer arrays, format `spikeloop-lava-net 2`); xylo:
 the `xylo-imu` / `xylo-audio2` program as the keyword arguments of rockpool's
 `XyloSim.from_specification` (`hw.vendor.xylo.write_xylo_spec`, JSON, format `spikeloop-xylo-spec 1`).
 Both are described in docs/vendor_checks.md, "Exported files".

@@ -30,7 +30,7 @@ from ..profiles import get_profile
 from ..program import Program
 from .lava_env import ensure_lava_env
 
-from .lava_runner import CONNECTIONS, NET_FORMAT, RESULT_FORMAT, RUN_FORMAT  # the runner imports only numpy
+from .lava_runner import CONNECTIONS, NET_FORMAT, NET_FORMATS, RESULT_FORMAT, RUN_FORMAT  # the runner imports only numpy
 
 RUNNER = Path(__file__).with_name("lava_runner.py")
 LAVA_DU_LEAKY = 4095     # du + ds_offset(1) = 4096: the current keeps nothing of the previous step
@@ -59,11 +59,16 @@ def split_bias(b: np.ndarray, mant_bits: int = 13, max_exp: int = 7) -> tuple[np
 
 @dataclass(frozen=True)
 class LavaLayer:
-    """One program layer as Lava's processes take it.
+    """One program layer as Lava's processes take it, neurons in Lava's order (`order`).
 
     weights: int32 [N, M] = 2·W (Lava's bit-accurate Dense keeps mixed-sign weights as even values in
     [-256, 254]); weight_exp = w_shift − 1; bias_mant, bias_exp: [N]; du: 4095 (leaky);
-    group: [N] index of the LIF process holding each neuron; vth, dv: [G] per LIF process."""
+    group: [N] index of the LIF process holding each neuron; vth, dv: [G] per LIF process.
+    kind "conv": weights int32 [C_out, kx, ky, C_in] = W[o, c, k−1−ky, k−1−kx] (Lava's Conv
+    convolves, torch's correlates: the kernel flipped, in Lava's (W, H) axis order), weight_exp 0,
+    input_shape (W, H, C_in), stride, padding. order [N]: the program neuron index of each Lava
+    neuron (maps in Lava's (x, y, c) C-order, identity for a dense layer that no conv reads);
+    in_order [M]: the same for the layer's inputs (the previous layer's order)."""
 
     weights: np.ndarray
     weight_exp: int
@@ -74,13 +79,55 @@ class LavaLayer:
     vth: np.ndarray
     dv: np.ndarray
     int32_overflow_possible: bool
+    kind: str = "dense"
+    input_shape: tuple | None = None
+    stride: int = 1
+    padding: int = 0
+    order: np.ndarray | None = None
+    in_order: np.ndarray | None = None
+
+    @property
+    def num_neurons(self) -> int:
+        return int(self.group.shape[0])
+
+    @property
+    def fan_in(self) -> int:
+        return int(np.prod(self.input_shape)) if self.kind == "conv" else int(self.weights.shape[1])
 
     def arrays(self, prefix: str) -> dict:
-        return {prefix + "weights": self.weights.astype(np.int32), prefix + "weight_exp": self.weight_exp,
-                prefix + "bias_mant": self.bias_mant.astype(np.int32),
-                prefix + "bias_exp": self.bias_exp.astype(np.int32), prefix + "du": self.du,
-                prefix + "group": self.group.astype(np.int32), prefix + "vth": self.vth.astype(np.int32),
-                prefix + "dv": self.dv.astype(np.int32)}
+        d = {prefix + "weights": self.weights.astype(np.int32), prefix + "weight_exp": self.weight_exp,
+             prefix + "bias_mant": self.bias_mant.astype(np.int32),
+             prefix + "bias_exp": self.bias_exp.astype(np.int32), prefix + "du": self.du,
+             prefix + "group": self.group.astype(np.int32), prefix + "vth": self.vth.astype(np.int32),
+             prefix + "dv": self.dv.astype(np.int32)}
+        if self.kind == "conv":
+            d |= {prefix + "kind": np.array("conv"), prefix + "input_shape": np.array(self.input_shape, np.int32),
+                  prefix + "stride": self.stride, prefix + "padding": self.padding}
+        return d
+
+
+def map_order(c: int, h: int, w: int) -> np.ndarray:
+    """Lava position -> program index of a (C, H, W) map: spikeloop stores maps C-major ((c·H + y)·W
+    + x, torch's flatten), Lava's Conv takes them as (W, H, C) arrays, flattened in C order."""
+    return np.arange(c * h * w).reshape(c, h, w).transpose(2, 1, 0).reshape(-1)
+
+
+def _orders(program: Program) -> list[np.ndarray]:
+    """[L + 1] Lava orders: of the network input, then of each layer's neurons (`map_order` where a
+    conv layer writes or reads the map, identity elsewhere)."""
+    layers = program.layers
+    orders = []
+    for k in range(-1, len(layers)):
+        n = program.num_inputs if k < 0 else layers[k].num_neurons
+        if k >= 0 and layers[k].conv is not None:
+            g = layers[k].conv
+            orders.append(map_order(g.out_channels, g.out_height, g.out_width))
+        elif k + 1 < len(layers) and layers[k + 1].conv is not None:
+            g = layers[k + 1].conv
+            orders.append(map_order(g.in_channels, g.in_height, g.in_width))
+        else:
+            orders.append(np.arange(n))
+    return orders
 
 
 def lava_layers(program: Program) -> list[LavaLayer]:
@@ -88,21 +135,35 @@ def lava_layers(program: Program) -> list[LavaLayer]:
     if program.profile != "loihi":
         raise ValueError(f"Lava runs loihi programs only, this one is for profile {program.profile!r}")
     prof = get_profile("loihi")
+    orders = _orders(program)
     out = []
     for k, layer in enumerate(program.layers):
         if layer.neuron_type != "leaky" or layer.reset != "zero":
             raise ValueError(f"layer {k}: Lava's LIF maps leaky/zero layers only, got "
                              f"{layer.neuron_type}/{layer.reset}")
-        mant, exp = split_bias(layer.bias, prof.bias_mant_bits, prof.max_bias_exp)
+        order, in_order = orders[k + 1], orders[k]
+        mant, exp = split_bias(layer.bias[order], prof.bias_mant_bits, prof.max_bias_exp)
         # One LIF process per distinct (threshold, dv): Lava's LIF holds both as one scalar.
-        pairs = np.stack([layer.threshold.astype(np.int64), layer.decay_mem.astype(np.int64)], axis=1)
+        pairs = np.stack([layer.threshold[order].astype(np.int64), layer.decay_mem[order].astype(np.int64)], axis=1)
         uniq, group = np.unique(pairs, axis=0, return_inverse=True)
         w = layer.weights.astype(np.int64)
+        rows = w.reshape(w.shape[0], -1)
         # the largest |a << 6| any input can give: Lava holds it in int32, spikeloop in int64
-        reach = np.maximum(w.clip(min=0).sum(axis=1), (-w).clip(min=0).sum(axis=1)) << (int(layer.w_shift) + 6)
-        out.append(LavaLayer(weights=2 * w, weight_exp=int(layer.w_shift) - 1, bias_mant=mant, bias_exp=exp,
-                             du=LAVA_DU_LEAKY, group=group.reshape(-1), vth=uniq[:, 0], dv=uniq[:, 1],
-                             int32_overflow_possible=bool(reach.max() >= INT32_LIMIT)))
+        reach = np.maximum(rows.clip(min=0).sum(axis=1), (-rows).clip(min=0).sum(axis=1)) << (int(layer.w_shift) + 6)
+        common = dict(bias_mant=mant, bias_exp=exp, du=LAVA_DU_LEAKY, group=group.reshape(-1), vth=uniq[:, 0],
+                      dv=uniq[:, 1], int32_overflow_possible=bool(reach.max() >= INT32_LIMIT), order=order,
+                      in_order=in_order)
+        g = layer.conv
+        if g is None:
+            out.append(LavaLayer(weights=2 * w[order][:, in_order], weight_exp=int(layer.w_shift) - 1, **common))
+            continue
+        if layer.w_shift != 0 or g.pool != "none":
+            raise ValueError(f"layer {k}: Lava's Conv takes convolutions without a weight exponent or pooling "
+                             f"(w_shift {layer.w_shift}, pool {g.pool})")
+        kernel = np.ascontiguousarray(w.transpose(0, 3, 2, 1)[:, ::-1, ::-1, :])  # [o, kx, ky, c], flipped
+        out.append(LavaLayer(weights=kernel, weight_exp=0, kind="conv",
+                             input_shape=(g.in_width, g.in_height, g.in_channels), stride=g.stride,
+                             padding=g.padding, **common))
     return out
 
 
@@ -136,6 +197,20 @@ def program_jobs(jobs, max_lif_per_layer: int = MAX_LIF_PER_LAYER) -> list[tuple
     return out
 
 
+def _to_lava(a: np.ndarray, order: np.ndarray | None) -> np.ndarray:
+    """[..., N] in program order -> Lava order (`LavaLayer.order`)."""
+    return a if order is None else np.ascontiguousarray(a[..., order])
+
+
+def _to_program(a: np.ndarray, order: np.ndarray | None) -> np.ndarray:
+    """[..., N] in Lava order -> program order."""
+    if order is None:
+        return a
+    out = np.empty_like(a)
+    out[..., order] = a
+    return out
+
+
 def run_lava_layers(nets, record_u: bool = True, reset: str = "set", gap_steps: int = 0,
                     python: str | Path | None = None, workdir: str | Path | None = None,
                     timeout_s: float = 3600, keep_raw: bool = False, copies: int = 1,
@@ -155,10 +230,11 @@ def run_lava_layers(nets, record_u: bool = True, reset: str = "set", gap_steps: 
     data = {"format": np.array(RUN_FORMAT), "num_networks": len(nets), "record_u": record_u,
             "reset": np.array(reset), "host_io": bool(host_io)}
     for i, (layers, x) in enumerate(nets):
-        data[f"n{i}_input"] = x
+        data[f"n{i}_input"] = _to_lava(x, layers[0].in_order)
         data[f"n{i}_steps_per_sample"] = x.shape[0] + len(layers) + int(gap_steps)
         data[f"n{i}_num_layers"] = len(layers)
-        data[f"n{i}_copies"] = min(copies, x.shape[1])
+        # a Conv has no block-diagonal form: networks with conv layers run one sample at a time
+        data[f"n{i}_copies"] = 1 if any(L.kind == "conv" for L in layers) else min(copies, x.shape[1])
         data[f"n{i}_connection"] = np.array(connection)
         for k, L in enumerate(layers):
             data.update(L.arrays(f"n{i}_l{k}_"))
@@ -196,7 +272,7 @@ def run_lava_layers(nets, record_u: bool = True, reset: str = "set", gap_steps: 
             for key, name in (("layer_spikes", "spikes"), ("membranes", "v"), ("currents", "u")):
                 if res[key] is None:
                     continue
-                a = got[f"n{i}_l{k}_{name}"]           # [B, W, N] in Lava time
+                a = _to_program(got[f"n{i}_l{k}_{name}"], layers[k].order)  # [B, W, N] in Lava time
                 res[key][k] = np.ascontiguousarray(a[:, lag:lag + T].transpose(1, 0, 2))  # [T, B, N]
                 if keep_raw:
                     res["raw"].setdefault(k, {})[name] = a
@@ -236,8 +312,9 @@ def write_lava_net(program: Program | bytes, path: str | Path) -> Path:
     """Write a `loihi` program as the Lava runner's network file (format `NET_FORMAT`, an .npz of
     plain integer arrays, no pickles; written atomically): `num_layers`, per layer `l{k}_weights`,
     `l{k}_weight_exp`, `l{k}_bias_mant`, `l{k}_bias_exp`, `l{k}_du`, `l{k}_group`, `l{k}_vth`,
-    `l{k}_dv` exactly as Lava's processes take them (`lava_layers`), `l{k}_int32_overflow_possible`,
-    and `meta` (JSON: the program's profile, CRC-32, sizes, the lava-nc version the mapping was
+    `l{k}_dv` exactly as Lava's processes take them (`lava_layers`; conv layers also `l{k}_kind`,
+    `l{k}_input_shape`, `l{k}_stride`, `l{k}_padding`), `l{k}_int32_overflow_possible`, the program
+    index of each Lava neuron `l{k}_order` and input `input_order` (maps are (x, y, c) in Lava), and `meta` (JSON: the program's profile, CRC-32, sizes, the lava-nc version the mapping was
     checked against, the timing convention). `python -I hw/vendor/lava_runner.py NET.npz OUT.npz
     --input SPIKES.npy` runs it; `read_lava_net` reads it back."""
     from snn.atomic import atomic_path
@@ -246,15 +323,17 @@ def write_lava_net(program: Program | bytes, path: str | Path) -> Path:
     layers = lava_layers(prog)
     meta = {"format": NET_FORMAT, "profile": prog.profile, "program_crc32": f"0x{prog.checksum:08x}",
             "num_inputs": prog.num_inputs, "num_outputs": prog.num_outputs,
-            "layer_sizes": [int(L.weights.shape[0]) for L in layers],
+            "layer_sizes": [L.num_neurons for L in layers], "layer_kinds": [L.kind for L in layers],
             "lif_processes_per_layer": [len(L.vth) for L in layers],
             "checked_against": {"lava-nc": "0.10.0", "run_config": 'Loihi1SimCfg(select_tag="fixed_pt")'},
             "timing": "layer k (0-based) runs sample step t at Lava step t + k + 1; run T + L steps per sample "
                       "and zero u, v of layer k after its step k + 1 (docs/fixed_point.md)"}
     data = {"format": np.array(NET_FORMAT), "meta": np.array(json.dumps(meta)), "num_layers": np.array(len(layers))}
+    data["input_order"] = layers[0].in_order.astype(np.int32)
     for k, L in enumerate(layers):
         data.update({key: np.asarray(v) for key, v in L.arrays(f"l{k}_").items()})
         data[f"l{k}_int32_overflow_possible"] = np.array(L.int32_overflow_possible)
+        data[f"l{k}_order"] = L.order.astype(np.int32)
     path = Path(path)
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         np.savez(fh, **data)
@@ -266,20 +345,28 @@ def read_lava_net(path: str | Path) -> tuple[list[LavaLayer], dict]:
     with np.load(path, allow_pickle=False) as f:
         data = {k: f[k] for k in f.files}
     fmt = str(data.get("format", np.array("")).reshape(()))
-    if fmt != NET_FORMAT:
+    if fmt not in NET_FORMATS:
         raise ValueError(f"{path}: format {fmt!r}, expected {NET_FORMAT!r} (spikeloop export --format lava)")
     from .lava_runner import RunnerError, read_network
     if "l0_weights" not in data or "num_layers" not in data:
         raise ValueError(f"{path}: a {NET_FORMAT!r} file without num_layers / l0_weights")
-    probe = dict(data, input=np.zeros((1, 1, int(data["l0_weights"].shape[1])), np.uint8),
-                 steps_per_sample=np.array(1 + int(data["num_layers"])))
+    n_in = (int(np.prod(data["l0_input_shape"])) if "l0_input_shape" in data else int(data["l0_weights"].shape[1]))
+    probe = dict(data, input=np.zeros((1, 1, n_in), np.uint8), steps_per_sample=np.array(1 + int(data["num_layers"])))
     try:
         net = read_network(probe, None)  # the runner's own checks of shapes and groups
     except RunnerError as e:
         raise ValueError(f"{path}: {e}") from None
+    orders = [data.get("input_order")] + [data.get(f"l{k}_order") for k in range(len(net["layers"]))]
+    for k, o in enumerate(orders):
+        n = n_in if k == 0 else net["layers"][k - 1]["group"].shape[0]
+        if o is not None and not np.array_equal(np.sort(o), np.arange(n)):
+            raise ValueError(f"{path}: {'input_order' if k == 0 else f'l{k - 1}_order'} is not a permutation of "
+                             f"0..{n - 1}")
     layers = [LavaLayer(weights=L["weights"], weight_exp=int(L["weight_exp"]), bias_mant=L["bias_mant"],
                         bias_exp=L["bias_exp"], du=int(L["du"]), group=L["group"], vth=L["vth"], dv=L["dv"],
-                        int32_overflow_possible=bool(data.get(f"l{k}_int32_overflow_possible", False)))
+                        int32_overflow_possible=bool(data.get(f"l{k}_int32_overflow_possible", False)),
+                        kind=L["kind"], input_shape=L.get("input_shape"), stride=L.get("stride", 1),
+                        padding=L.get("padding", 0), order=orders[k + 1], in_order=orders[k])
               for k, L in enumerate(net["layers"])]
     return layers, json.loads(str(data["meta"]))
 
@@ -291,11 +378,11 @@ def run_lava_net(path: str | Path, spikes, python: str | Path | None = None, cop
     its traces aligned with the `sim` device as `run_on_lava` does (output_spikes, layer_spikes,
     membranes, currents, meta)."""
     layers, _ = read_lava_net(path)
-    x = _spikes_np(spikes, int(layers[0].weights.shape[1]))
+    x = _spikes_np(spikes, layers[0].fan_in)
     python = python or ensure_lava_env().python
     with tempfile.TemporaryDirectory(prefix="spikeloop-lava-net-") as tmp:
         inp, outp = Path(tmp) / "spikes.npy", Path(tmp) / "out.npz"
-        np.save(inp, x)
+        np.save(inp, _to_lava(x, layers[0].in_order))
         cmd = [str(python), "-I", str(RUNNER), str(path), str(outp), "--input", str(inp), "--copies", str(copies),
                "--connection", connection]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, stdin=subprocess.DEVNULL)
@@ -307,7 +394,8 @@ def run_lava_net(path: str | Path, spikes, python: str | Path | None = None, cop
     res = {"layer_spikes": {}, "membranes": {}, "currents": {}, "meta": json.loads(str(got["meta"]))}
     for k in range(len(layers)):
         for key, name in (("layer_spikes", "spikes"), ("membranes", "v"), ("currents", "u")):
-            res[key][k] = np.ascontiguousarray(got[f"n0_l{k}_{name}"][:, k + 1:k + 1 + T].transpose(1, 0, 2))
+            a = _to_program(got[f"n0_l{k}_{name}"], layers[k].order)
+            res[key][k] = np.ascontiguousarray(a[:, k + 1:k + 1 + T].transpose(1, 0, 2))
     res["output_spikes"] = res["layer_spikes"][len(layers) - 1]
     return res
 
@@ -387,7 +475,9 @@ def sim_traces(program: Program, spikes) -> dict:
     for k, layer in enumerate(program.layers):
         p = fxp.layer_params(layer, "cpu")
         T, B = h.shape[:2]
-        a = fxp.exact_dot(h.reshape(T * B, -1), p.weights_t_shifted, 1).reshape(T, B, -1)
+        rows = h.reshape(T * B, -1)
+        a = (fxp.conv_input(rows, p, 1).to(torch.int64) if p.conv is not None
+             else fxp.exact_dot(rows, p.weights_t_shifted, 1)).reshape(T, B, -1)
         zero = fxp.init_state(B, layer.num_neurons, "cpu")
         # leaky: du + 1 = 4096 forgets the previous current, so u depends on this step's input only
         out["currents"][k] = np.stack([step(drive(a[t], p), zero, p)[1].i.numpy() for t in range(T)])

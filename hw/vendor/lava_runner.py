@@ -13,8 +13,12 @@ feed-forward chain of layers with the parameters exactly as Lava's processes tak
     n{i}_input                  uint8 [T, B, N_in] input spikes (time first)
     n{i}_steps_per_sample       int W >= T + L: Lava steps run per sample (input is 0 after step T)
     n{i}_num_layers             int L
-    n{i}_l{k}_weights           int32 [N, M]  Dense weights (already the even values Lava keeps)
-    n{i}_l{k}_weight_exp        int           Dense weight_exp (may be negative)
+    n{i}_l{k}_kind              str           "dense" (default) or "conv" (format 3)
+    n{i}_l{k}_weights           int32 [N, M]  Dense weights (already the even values Lava keeps); conv:
+                                int32 [C_out, kx, ky, C_in], Lava's Conv kernel (it convolves: flipped)
+    n{i}_l{k}_weight_exp        int           Dense weight_exp (may be negative); conv: 0
+    n{i}_l{k}_input_shape       int [3]       conv only: the input map as Lava holds it, (W, H, C)
+    n{i}_l{k}_stride, _padding  int           conv only: the same in x and y
     n{i}_l{k}_bias_mant         int32 [N]     LIF bias_mant (13-bit signed)
     n{i}_l{k}_bias_exp          int32 [N]     LIF bias_exp (0..7)
     n{i}_l{k}_du                int           LIF du (shared by the layer)
@@ -26,6 +30,9 @@ feed-forward chain of layers with the parameters exactly as Lava's processes tak
     reset                       str           how samples are separated: "set" (default) or "gap"
     host_io                     bool          reset and read back through the host's Var.set/get
                                               (optional, default false; slow, kept to measure)
+
+Neurons are numbered as Lava holds them: a conv layer's N = Wo·Ho·C_out in (x, y, c) C-order, and
+so is every layer read by a conv layer (the host permutes weights, biases and input to match).
 
 A network file written by `spikeloop export --format lava` (format `NET_FORMAT`) holds one network's
 keys without the `n{i}_` prefix and no input; `python -I lava_runner.py NET.npz OUT.npz --input
@@ -40,6 +47,12 @@ a multiple of C; the padding is dropped). "sparse" uses `lava.proc.sparse.Sparse
 `PySparseModelBitAcc` (tags bit_accurate_loihi, fixed_pt) applies the same clip, truncation and
 exponent as `PyDenseModelBitAcc` to a scipy CSR matrix, so the block-diagonal matrix costs C times
 one layer's weights, not C².
+
+**Conv layers** become one Lava `Conv` process per group (the kernel's other output channels 0; a
+group must hold whole channels) in place of the Dense, reading the flat spike vector of the layer
+before through a reshape to (W, H, C) and writing its (Wo, Ho, C_out) output flattened into a 1-D
+LIF; `Conv`, like `Dense`, delivers a step's sum one step late. Networks with conv layers run
+with copies 1 (a Conv has no block-diagonal form).
 
 Each layer becomes one `LIF` process per group (Lava's LIF holds vth and dv as one scalar per
 process), each as wide as the layer, with one `Dense` process holding the group's rows of the weight
@@ -84,9 +97,11 @@ sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
 
 import numpy as np  # noqa: E402
 
-RUN_FORMAT = "spikeloop-lava-run 2"    # 2: optional copies / connection (1 is read too)
-RUN_FORMATS = ("spikeloop-lava-run 1", RUN_FORMAT)
-NET_FORMAT = "spikeloop-lava-net 1"    # one network, no input (spikeloop export --format lava)
+RUN_FORMAT = "spikeloop-lava-run 3"    # 2: optional copies / connection; 3: conv layers (1, 2 read too)
+RUN_FORMATS = ("spikeloop-lava-run 1", "spikeloop-lava-run 2", RUN_FORMAT)
+NET_FORMAT = "spikeloop-lava-net 2"    # one network, no input (spikeloop export --format lava); 2: conv layers
+NET_FORMATS = ("spikeloop-lava-net 1", NET_FORMAT)
+KINDS = ("dense", "conv")
 RESULT_FORMAT = "spikeloop-lava-result 1"
 SELECT_TAG = "fixed_pt"  # PyLifModelBitAcc + PyDenseModelBitAcc + PySendModelFixed
 RESETS = ("set", "gap")
@@ -112,6 +127,16 @@ def _array(data, key: str, ndim: int) -> np.ndarray:
     return a.astype(np.int64)
 
 
+def _string(data, key: str, default: str) -> str:
+    return str(np.asarray(data[key]).reshape(())) if key in data else default
+
+
+def conv_output_shape(in_shape, kernel: int, stride: int, padding: int, out_channels: int) -> tuple:
+    """(Wo, Ho, C_out) of a convolution of an (W, H, C) map, as Lava's Conv computes it."""
+    w, h, _ = (int(v) for v in in_shape)
+    return ((w + 2 * padding - kernel) // stride + 1, (h + 2 * padding - kernel) // stride + 1, out_channels)
+
+
 def read_network(data, i: int | None) -> dict:
     """The i-th network of an input file (i None: a network file's unprefixed keys) as plain arrays,
     with its shapes checked."""
@@ -124,19 +149,43 @@ def read_network(data, i: int | None) -> dict:
     layers, fan_in = [], n_in
     for k in range(_scalar(data, p + "num_layers")):
         q = f"{p}l{k}_"
-        L = {"weights": _array(data, q + "weights", 2), "weight_exp": _scalar(data, q + "weight_exp"),
+        kind = _string(data, q + "kind", "dense")
+        if kind not in KINDS:
+            raise RunnerError(f"{q}kind must be one of {KINDS}, got {kind!r}")
+        L = {"kind": kind, "weights": _array(data, q + "weights", 2 if kind == "dense" else 4),
+             "weight_exp": _scalar(data, q + "weight_exp"),
              "bias_mant": _array(data, q + "bias_mant", 1), "bias_exp": _array(data, q + "bias_exp", 1),
              "du": _scalar(data, q + "du"), "group": _array(data, q + "group", 1),
              "vth": _array(data, q + "vth", 1), "dv": _array(data, q + "dv", 1)}
-        n = L["weights"].shape[0]
-        if L["weights"].shape[1] != fan_in:
-            raise RunnerError(f"{q}weights has fan-in {L['weights'].shape[1]}, the layer before has {fan_in}")
+        if kind == "conv":
+            L["input_shape"] = tuple(int(v) for v in _array(data, q + "input_shape", 1))
+            L["stride"], L["padding"] = _scalar(data, q + "stride"), _scalar(data, q + "padding")
+            co, kx, ky, ci = L["weights"].shape
+            if len(L["input_shape"]) != 3 or L["input_shape"][2] != ci or kx != ky or L["weight_exp"] != 0:
+                raise RunnerError(f"{q}: a conv layer needs input_shape (W, H, C) with C = the kernel's C_in "
+                                  f"({ci}), a square kernel and weight_exp 0 (Lava's Conv applies none)")
+            if L["stride"] < 1 or not 0 <= L["padding"] < kx:
+                raise RunnerError(f"{q}: stride must be >= 1 and padding in [0, kernel)")
+            if int(np.prod(L["input_shape"])) != fan_in:
+                raise RunnerError(f"{q}input_shape {L['input_shape']} holds {int(np.prod(L['input_shape']))} "
+                                  f"inputs, the layer before has {fan_in}")
+            L["output_shape"] = conv_output_shape(L["input_shape"], kx, L["stride"], L["padding"], co)
+            if min(L["output_shape"]) < 1:
+                raise RunnerError(f"{q}: the kernel does not fit the input map {L['input_shape']}")
+            n = int(np.prod(L["output_shape"]))
+        else:
+            n = L["weights"].shape[0]
+            if L["weights"].shape[1] != fan_in:
+                raise RunnerError(f"{q}weights has fan-in {L['weights'].shape[1]}, the layer before has {fan_in}")
         for name in ("bias_mant", "bias_exp", "group"):
             if L[name].shape != (n,):
                 raise RunnerError(f"{q}{name} must have shape ({n},), got {L[name].shape}")
         G = L["vth"].shape[0]
         if L["dv"].shape != (G,) or G < 1 or sorted(set(L["group"].tolist())) != list(range(G)):
             raise RunnerError(f"{q}group must number the layer's {G} LIF processes 0..{G - 1}, each used")
+        if kind == "conv" and (L["group"].reshape(-1, L["output_shape"][2]) != L["group"][:L["output_shape"][2]]).any():
+            raise RunnerError(f"{q}group: a conv layer's groups must hold whole output channels (one Conv "
+                              f"process per group)")
         layers.append(L)
         fan_in = n
     if not layers:
@@ -147,7 +196,9 @@ def read_network(data, i: int | None) -> dict:
     copies = _scalar(data, p + "copies") if p + "copies" in data else 1
     if copies < 1:
         raise RunnerError(f"{p}copies must be >= 1, got {copies}")
-    connection = str(np.asarray(data[p + "connection"]).reshape(())) if p + "connection" in data else "dense"
+    if copies > 1 and any(L["kind"] == "conv" for L in layers):
+        raise RunnerError(f"{p}copies must be 1 for a network with conv layers (a Conv has no block-diagonal form)")
+    connection = _string(data, p + "connection", "dense")
     if connection not in CONNECTIONS:
         raise RunnerError(f"{p}connection must be one of {CONNECTIONS}, got {connection!r}")
     return {"input": spikes.astype(np.int32), "steps_per_sample": W, "layers": layers, "copies": copies,
@@ -240,6 +291,7 @@ def run_network(net: dict, record_u: bool, reset: str = "set", host_io: bool = F
     (`_recorder`); workdir: where the recorder writes its file."""
     from lava.magma.core.run_conditions import RunSteps
     from lava.magma.core.run_configs import Loihi1SimCfg
+    from lava.proc.conv.process import Conv
     from lava.proc.dense.process import Dense
     from lava.proc.io.source import RingBuffer
     from lava.proc.lif.process import LIF
@@ -276,7 +328,8 @@ def run_network(net: dict, record_u: bool, reset: str = "set", host_io: bool = F
     src_ports = [source.s_out]
     lifs, denses = [], []
     for L in net["layers"]:
-        n = L["weights"].shape[0]
+        conv = L["kind"] == "conv"
+        n = int(np.prod(L["output_shape"])) if conv else L["weights"].shape[0]
         layer_lifs = []
         for g in range(L["vth"].shape[0]):
             mine = L["group"] == g
@@ -286,13 +339,21 @@ def run_network(net: dict, record_u: bool, reset: str = "set", host_io: bool = F
             lif = LIF(shape=(C * n,), u=0, v=0, du=int(L["du"]), dv=int(L["dv"][g]), vth=int(L["vth"][g]),
                       bias_mant=np.tile(np.where(mine, L["bias_mant"], 0), C).astype(np.int32),
                       bias_exp=np.tile(np.where(mine, L["bias_exp"], 0), C).astype(np.int32))
-            # MIXED whatever the signs: Lava then keeps even weights in [-256, 254] unchanged; left to
-            # determine_sign_mode, an all-negative matrix would be clipped at -255.
-            dense = connection(np.where(mine[:, None], L["weights"], 0).astype(np.int32))
-            for port in src_ports:
-                port.connect(dense.s_in)
-            dense.a_out.connect(lif.a_in)
-            denses.append(dense)
+            if conv:  # neurons in (x, y, c) order: channel = index % C_out; the group's channels only
+                chans = mine[:L["output_shape"][2]]
+                syn = Conv(weight=np.where(chans[:, None, None, None], L["weights"], 0).astype(np.int32),
+                           input_shape=L["input_shape"], padding=L["padding"], stride=L["stride"])
+                for port in src_ports:
+                    port.reshape(L["input_shape"]).connect(syn.s_in)
+                syn.a_out.flatten().connect(lif.a_in)
+            else:
+                # MIXED whatever the signs: Lava then keeps even weights in [-256, 254] unchanged; left to
+                # determine_sign_mode, an all-negative matrix would be clipped at -255.
+                syn = connection(np.where(mine[:, None], L["weights"], 0).astype(np.int32))
+                for port in src_ports:
+                    port.connect(syn.s_in)
+                syn.a_out.connect(lif.a_in)
+            denses.append(syn)
             layer_lifs.append((lif, np.tile(mine, C)))
         lifs.append(layer_lifs)
         src_ports = [lif.s_out for lif, _ in layer_lifs]
@@ -345,7 +406,7 @@ def run_network(net: dict, record_u: bool, reset: str = "set", host_io: bool = F
     run_s = time.perf_counter() - t_run
     out = {}
     for k, layer_lifs in enumerate(lifs):
-        n = C * net["layers"][k]["weights"].shape[0]
+        n = C * net["layers"][k]["group"].shape[0]
         out[f"l{k}_spikes"] = np.zeros((total, n), np.uint8)
         out[f"l{k}_v"] = np.zeros((total, n), np.int32)
         if record_u:
@@ -361,7 +422,8 @@ def run_network(net: dict, record_u: bool, reset: str = "set", host_io: bool = F
         a = out[key].reshape(R, W, C, -1).transpose(0, 2, 1, 3)
         out[key] = np.ascontiguousarray(a.reshape(R * C, W, -1)[:B])
     info = {"lava_processes": 2 + len(denses) + len(flat), "lif_processes": [len(l) for l in lifs],
-            "dense_processes": len(denses), "connection": "sparse" if sparse else "dense", "copies": C,
+            "dense_processes": sum(L["kind"] == "dense" for L in net["layers"] for _ in range(L["vth"].shape[0])),
+            "conv_processes": sum(L["kind"] == "conv" for L in net["layers"] for _ in range(L["vth"].shape[0])), "connection": "sparse" if sparse else "dense", "copies": C,
             "rounds": R, "lava_steps": total, "samples": B, "steps_per_sample": W, "reset": reset,
             "host_io": host_io,
             "build_s": round(build_s, 3), "run_s": round(run_s, 3)}
@@ -385,7 +447,7 @@ def main(argv=None) -> int:
     with np.load(args.inp, allow_pickle=False) as f:
         data = {k: f[k] for k in f.files}
     fmt = str(data.get("format", np.array("")).reshape(()))
-    if fmt == NET_FORMAT:
+    if fmt in NET_FORMATS:
         if args.input is None:
             print(f"lava_runner: {args.inp} is a network file ({NET_FORMAT!r}): give its input with --input "
                   f"SPIKES.npy", file=sys.stderr)
@@ -397,6 +459,8 @@ def main(argv=None) -> int:
         for key, val in (("copies", args.copies), ("connection", args.connection)):
             if val is not None:
                 net[f"n0_{key}"] = np.array(val)
+        if any(_string(data, f"l{k}_kind", "dense") == "conv" for k in range(_scalar(data, "num_layers"))):
+            net["n0_copies"] = np.array(1)  # a Conv has no block-diagonal form: one sample at a time
         data = {"format": np.array(RUN_FORMAT), "num_networks": np.array(1)} | net
     elif fmt not in RUN_FORMATS:
         print(f"lava_runner: input format {fmt!r}, this runner reads {RUN_FORMAT!r} (or {NET_FORMAT!r} with "
