@@ -385,8 +385,12 @@ def load_weights(model: SpikingNetwork, state_dict: dict) -> None:
         if k.endswith(RESET_BUFFER) and not torch.equal(own[k].cpu(), state_dict[k].cpu()):
             modes = ("subtract", "zero", "none")
             layer = k.split(".")[1]
+
+            def name(v: torch.Tensor) -> str:  # a corrupt buffer may hold anything
+                x = float(v.reshape(-1)[0]) if v.numel() == 1 else None
+                return repr(modes[int(x)]) if x is not None and x in (0, 1, 2) else f"value {v.tolist()!r} (no reset mode)"
             raise ValueError(f"weights do not match the model spec: layer {layer} was saved with reset "
-                             f"{modes[int(state_dict[k])]!r} but the spec says {modes[int(own[k])]!r}")
+                             f"{name(state_dict[k])} but the spec says {name(own[k])}")
     model.load_state_dict({k: v.to(own[k].dtype) if v.is_floating_point() else v for k, v in state_dict.items()})
 
 

@@ -252,3 +252,18 @@ def test_weights_saved_with_another_reset_mode_are_refused():
     sub = build_model(fc((4,), 3, hidden=5, reset="subtract"))
     with _pytest.raises(ValueError, match=r"layer 1 was saved with reset 'subtract' but the spec says 'zero'"):
         build_model(fc((4,), 3, hidden=5, reset="zero"), sub.state_dict())
+
+
+def test_a_corrupt_reset_buffer_is_refused_naming_its_value():
+    """A reset-mode buffer holding no reset mode (e.g. weights scaled as a whole: 1.0 * 3) gives the
+    clear error, not an IndexError."""
+    import pytest as _pytest
+
+    from snn.model import build_model
+    from snn.presets import fc
+
+    spec = fc((4,), 3, hidden=5, reset="zero")
+    sd = {k: v * 3 for k, v in build_model(spec).state_dict().items()}
+    with _pytest.raises(ValueError, match=r"layer 1 was saved with reset value 3 \(no reset mode\) but the spec "
+                                          r"says 'zero'"):
+        build_model(spec, sd)
