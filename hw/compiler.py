@@ -613,7 +613,7 @@ def _compile_loihi(prof: Profile, lspec, w, b, p, where, conv: MapGeometry | Non
     reset-zero model, agreement with float 98.03 % with one level, 98.61 % with 8, 98.54 % per row."""
     thr_f, beta = p["threshold"], p["beta"]
     per = 1 if conv is None else conv.out_height * conv.out_width  # neurons per scale (a conv channel's map)
-    rows = w.reshape(-1, w.shape[1] if conv is None else w[0].size)
+    rows = w.reshape(len(w), -1)  # one row per scale: a dense neuron, or a conv output channel
     thr_rows = thr_f.reshape(-1, per).max(axis=1)
     s = np.minimum(row_scales(rows), prof.threshold_max / thr_rows)  # θ mantissa must fit 17 bits
     s = scale_levels(s, LOIHI_MAX_SCALES)

@@ -766,13 +766,12 @@ def _decode_record(data: bytes, off: int, where: str, profile: Profile, version:
         if fan_in != geometry.fan_in or n != geometry.num_outputs:
             raise ProgramError(f"{where}: fan_in {fan_in} / num_neurons {n} do not match the geometry "
                                f"{geometry.describe()} ({geometry.fan_in} / {geometry.num_outputs})", "6.10")
-    if rtype == RECORD_CONV:
+    if rtype == RECORD_POOL and (ntype or reset or w_shift or rec_shift or max_spikes):
+        raise ProgramError(f"{where}: a pooling record has neuron_type, reset_mode, w_shift, rec_shift and "
+                           f"max_spikes 0", "6.11")
+    if geometry is not None:
         _pool_violation(geometry, profile, where)
     if rtype == RECORD_POOL:
-        if ntype or reset or w_shift or rec_shift or max_spikes:
-            raise ProgramError(f"{where}: a pooling record has neuron_type, reset_mode, w_shift, rec_shift and "
-                               f"max_spikes 0", "6.11")
-        _pool_violation(geometry, profile, where)
         if reserved:
             raise ProgramError(f"{where}: record reserved bytes must be 0", "5.5")
         layer = PoolProgram(geometry)

@@ -157,9 +157,7 @@ def lava_layers(program: Program) -> list[LavaLayer]:
         if g is None:
             out.append(LavaLayer(weights=2 * w[order][:, in_order], weight_exp=int(layer.w_shift) - 1, **common))
             continue
-        if layer.w_shift != 0 or g.pool != "none":
-            raise ValueError(f"layer {k}: Lava's Conv takes convolutions without a weight exponent or pooling "
-                             f"(w_shift {layer.w_shift}, pool {g.pool})")
+        # w_shift is 0 and there is no pool: a loihi program cannot hold others (rules 8.7, 6.12)
         per_channel = common["group"].reshape(-1, g.out_channels)  # Lava order (x, y, c): channel = index % C_out
         if (per_channel != per_channel[:1]).any():
             raise ValueError(f"layer {k}: the neurons of a conv channel have different (threshold, decay_mem); "
