@@ -18,8 +18,10 @@ batch size, T, loss (snnTorch's ce_count_loss, mean) and optimizer (Adam), one e
   `spikegen.rate` input drawn every batch).
 - `norse`: Norse's `LIFBoxCell` (LIF without synaptic current, SuperSpike surrogate), linear
   layers batched over time like spikeloop's, on the same pre-encoded spikes.
-- `spikingjelly`: SpikingJelly's multi-step `LIFNode` (torch backend), same; skipped with a note
-  when the package does not import.
+- `spikingjelly`: SpikingJelly's multi-step `LIFNode` (2.0: its torch implementation), same; skipped
+  with a note when the package does not import.
+- `gemm_bound`: the step's matrix products alone (forward, weight and input gradients of every
+  Linear, same shapes): the ceiling of any LIF speed-up, since every path runs these products.
 
 Contenders alternate within each round (the order rotates round by round) so machine load hits all
 alike; ratios are medians over rounds of per-round ratios. CPU time (`process_time`, all threads
@@ -32,6 +34,7 @@ of the process) is reported beside wall time: the trainer's encoding thread uses
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import platform
 import statistics
 import sys
@@ -134,9 +137,11 @@ class SpikingJellyNet(nn.Module):
 
     def __init__(self, num_inputs: int, num_hidden: int, num_outputs: int, beta: float):
         super().__init__()
-        from spikingjelly.activation_based import neuron
+        from spikingjelly.activation_based import neuron, surrogate
 
-        kw = dict(tau=1 / (1 - beta), decay_input=False, v_threshold=1.0, step_mode="m", backend="torch")
+        # SpikingJelly 2.0's LIFNode has one (torch) implementation; older versions took backend="torch"
+        kw = dict(tau=1 / (1 - beta), decay_input=False, v_threshold=1.0, step_mode="m",
+                  surrogate_function=surrogate.ATan())
         self.fc1, self.fc2 = nn.Linear(num_inputs, num_hidden), nn.Linear(num_hidden, num_outputs)
         self.lif1, self.lif2 = neuron.LIFNode(**kw), neuron.LIFNode(**kw)
 
@@ -173,6 +178,27 @@ def _steps(net, batches, lr: float, flat: bool) -> float:
         loss.backward()
         opt.step()
     return loss.item()
+
+
+def _gemm_steps(init, spec, batches) -> float:
+    """Only the matrix products of one model step, on the same shapes: per Linear layer the forward
+    addmm over all T*B rows, the weight gradient (and, past the first layer, the input gradient)
+    against a fixed stand-in output gradient. Its samples/s bounds what any LIF implementation can
+    reach: fused / per-step <= gemm_bound / per-step."""
+    lin = [init.layers[i] for i, l in enumerate(spec.layers) if l.type_name == "linear"]
+    w = [(l.weight.detach().clone(), l.bias.detach().clone()) for l in lin]
+    g = [torch.full((batches[0][0].shape[0] * batches[0][0].shape[1], wt.shape[0]), 1e-3) for wt, _ in w]
+    total = 0.0
+    for spk, _ in batches:
+        h = spk.reshape(spk.shape[0] * spk.shape[1], -1)
+        for k, (wt, b) in enumerate(w):
+            gk = g[k][:h.shape[0]]
+            out = torch.addmm(b, h, wt.t())
+            total += float(torch.mm(gk.t(), h)[0, 0])  # weight gradient
+            if k:
+                torch.mm(gk, wt)  # input gradient
+            h = (out > 0).to(out.dtype)
+    return total
 
 
 def train_tutorial(net: TutorialNet, x: torch.Tensor, y: torch.Tensor, batch_size: int, num_steps: int,
@@ -253,6 +279,8 @@ def bench_shape(data, hidden: int, num_steps: int, batch_size: int, train: int, 
             t = Trainer(spec, x, y, cfg)
             t.prefetch = side == "trainer"
             return t.fit().history[-1]["train_loss"]
+        if side == "gemm_bound":
+            return _gemm_steps(init, spec, batches)
         if side == "snntorch_loop":
             return train_tutorial(tutorial_net_like(init, spec), x_flat, y, batch_size, num_steps, lr, seed)
         net, _ = _peer(side, init, spec)  # fresh copy of the initial weights every round
@@ -287,6 +315,9 @@ def bench_shape(data, hidden: int, num_steps: int, batch_size: int, train: int, 
             "fused_vs_snntorch_lif": ratio("model_step", "model_step_snntorch_lif"),
             "fused_torch_ops_vs_snntorch_lif": ratio("model_step_torch_ops", "model_step_snntorch_lif"),
             "fused_kernel_vs_torch_ops": ratio("model_step", "model_step_torch_ops"),
+            # the ceiling of fused_vs_snntorch_lif: a step that were nothing but its GEMMs
+            "gemm_bound_vs_snntorch_lif": ratio("gemm_bound", "model_step_snntorch_lif"),
+            "model_step_vs_gemm_bound": ratio("model_step", "gemm_bound"),
             "trainer_vs_model_step": ratio("trainer", "model_step"),
             "trainer_vs_model_step_cpu_time": ratio("trainer", "model_step", "samples_per_cpu_s"),
             "trainer_in_line_vs_model_step": ratio("trainer_in_line", "model_step"),
@@ -301,7 +332,7 @@ def bench_shape(data, hidden: int, num_steps: int, batch_size: int, train: int, 
     return out
 
 
-CONTENDERS = ("model_step", "model_step_torch_ops", "model_step_snntorch_lif", "trainer", "trainer_in_line",
+CONTENDERS = ("model_step", "model_step_torch_ops", "model_step_snntorch_lif", "gemm_bound", "trainer", "trainer_in_line",
               "snntorch_loop", "norse",
               "spikingjelly")
 
@@ -321,10 +352,10 @@ def run_benchmark(dataset: str = "fashion-mnist", hidden=(256, 1000), threads=(1
     finally:
         torch.set_num_threads(saved)
     versions = {"torch": torch.__version__, "snntorch": snn.__version__, "python": platform.python_version()}
-    for name, mod in (("norse", "norse"), ("spikingjelly", "spikingjelly")):
+    for name in ("norse", "spikingjelly"):
         try:
-            versions[name] = getattr(__import__(mod), "__version__", "unknown")
-        except ImportError:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
             versions[name] = None
     targets = []
     for s in shapes:
